@@ -1,0 +1,261 @@
+//! Input conditioning, part one: sample formats, channel layouts and the supported ranges.
+//!
+//! Everything arriving at the pipeline is converted to `f32` in ±1.0 and reduced to
+//! one channel (the mean of all channels, or one chosen channel) before resampling.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Lowest input or output sample rate accepted.
+pub const MIN_SAMPLE_RATE: u32 = 8_000;
+/// Highest input or output sample rate accepted.
+pub const MAX_SAMPLE_RATE: u32 = 192_000;
+/// Most channels an input may have.
+pub const MAX_CHANNELS: usize = 8;
+
+/// Checks that a sample rate is within [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`].
+pub fn check_sample_rate(rate: u32) -> Result<()> {
+    if (MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedSampleRate {
+            rate,
+            min: MIN_SAMPLE_RATE,
+            max: MAX_SAMPLE_RATE,
+        })
+    }
+}
+
+/// Checks that a channel count is within 1..=[`MAX_CHANNELS`].
+pub fn check_channels(channels: usize) -> Result<()> {
+    if (1..=MAX_CHANNELS).contains(&channels) {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedChannels {
+            channels,
+            max: MAX_CHANNELS,
+        })
+    }
+}
+
+/// An integer or float PCM sample encoding (little-endian where stored as bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleFormat {
+    /// Unsigned 8-bit, 128 is silence (the only 8-bit form WAV has).
+    U8,
+    /// Signed 16-bit.
+    S16,
+    /// Signed 24-bit, packed in 3 bytes.
+    S24,
+    /// Signed 32-bit.
+    S32,
+    /// IEEE 32-bit float, ±1.0 full scale.
+    F32,
+}
+
+impl SampleFormat {
+    /// Bytes one sample takes in a packed stream.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::U8 => 1,
+            Self::S16 => 2,
+            Self::S24 => 3,
+            Self::S32 | Self::F32 => 4,
+        }
+    }
+
+    /// Bits per sample.
+    pub fn bits(self) -> u16 {
+        self.bytes() as u16 * 8
+    }
+
+    /// Short name, as used on the command line (`s16`, `f32`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::U8 => "u8",
+            Self::S16 => "s16",
+            Self::S24 => "s24",
+            Self::S32 => "s32",
+            Self::F32 => "f32",
+        }
+    }
+
+    /// Decodes packed little-endian samples into `out` (one `f32` per sample).
+    ///
+    /// `bytes.len()` must be `out.len() * self.bytes()`; extra bytes are ignored.
+    pub fn decode_le(self, bytes: &[u8], out: &mut [f32]) {
+        let n = self.bytes();
+        for (chunk, y) in bytes.chunks_exact(n).zip(out.iter_mut()) {
+            *y = match self {
+                Self::U8 => (chunk[0] as f32 - 128.0) / 128.0,
+                Self::S16 => i16::from_le_bytes([chunk[0], chunk[1]]) as f32 / 32_768.0,
+                Self::S24 => {
+                    // Sign-extend by placing the 3 bytes in the top of an i32.
+                    let v = i32::from_le_bytes([0, chunk[0], chunk[1], chunk[2]]) >> 8;
+                    v as f32 / 8_388_608.0
+                }
+                Self::S32 => {
+                    i32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as f32
+                        / 2_147_483_648.0
+                }
+                Self::F32 => f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+            };
+        }
+    }
+}
+
+impl std::fmt::Display for SampleFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Converts a signed 16-bit sample to `f32` in ±1.0.
+#[inline]
+pub fn i16_to_f32(v: i16) -> f32 {
+    v as f32 / 32_768.0
+}
+
+/// Converts an `f32` sample to signed 16-bit, rounding and saturating.
+#[inline]
+pub fn f32_to_i16(v: f32) -> i16 {
+    (v * 32_768.0).round().clamp(-32_768.0, 32_767.0) as i16
+}
+
+/// Replaces NaN by 0 and ±infinity by ±1.0; returns how many samples were replaced.
+pub fn sanitize(samples: &mut [f32]) -> usize {
+    let mut replaced = 0;
+    for s in samples.iter_mut() {
+        if !s.is_finite() {
+            *s = if s.is_nan() { 0.0 } else { s.signum() };
+            replaced += 1;
+        }
+    }
+    replaced
+}
+
+/// How a multi-channel input becomes the single channel the chain processes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelMode {
+    /// The mean of all channels.
+    #[default]
+    Downmix,
+    /// One channel, counted from 0.
+    Channel(usize),
+}
+
+/// Reduces interleaved frames to one channel.
+#[derive(Clone, Copy, Debug)]
+pub struct Downmixer {
+    channels: usize,
+    mode: ChannelMode,
+}
+
+impl Downmixer {
+    /// A downmixer for `channels`-channel input; fails if the count or the chosen channel
+    /// is not supported.
+    pub fn new(channels: usize, mode: ChannelMode) -> Result<Self> {
+        check_channels(channels)?;
+        if let ChannelMode::Channel(c) = mode {
+            if c >= channels {
+                return Err(Error::NoSuchChannel {
+                    channel: c,
+                    channels,
+                });
+            }
+        }
+        Ok(Self { channels, mode })
+    }
+
+    /// Channels per input frame.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Writes one mono sample per whole frame of `interleaved` into `out`; returns the
+    /// number of frames written (at most `out.len()`).
+    pub fn process(&self, interleaved: &[f32], out: &mut [f32]) -> usize {
+        let frames = (interleaved.len() / self.channels).min(out.len());
+        let input = &interleaved[..frames * self.channels];
+        match (self.channels, self.mode) {
+            (1, _) => out[..frames].copy_from_slice(input),
+            (_, ChannelMode::Channel(c)) => {
+                for (y, f) in out.iter_mut().zip(input.chunks_exact(self.channels)) {
+                    *y = f[c];
+                }
+            }
+            (n, ChannelMode::Downmix) => {
+                let scale = 1.0 / n as f32;
+                for (y, f) in out.iter_mut().zip(input.chunks_exact(n)) {
+                    *y = f.iter().sum::<f32>() * scale;
+                }
+            }
+        }
+        frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_format_at_full_scale() {
+        let mut y = [0.0f32; 2];
+        SampleFormat::U8.decode_le(&[0, 255], &mut y);
+        assert_eq!(y, [-1.0, 127.0 / 128.0]);
+        SampleFormat::S16.decode_le(&[0x00, 0x80, 0xff, 0x7f], &mut y);
+        assert_eq!(y, [-1.0, 32767.0 / 32768.0]);
+        SampleFormat::S24.decode_le(&[0x00, 0x00, 0x80, 0xff, 0xff, 0xff], &mut y);
+        assert_eq!(y, [-1.0, -1.0 / 8_388_608.0]);
+        SampleFormat::S32.decode_le(&[0, 0, 0, 0x80, 0, 0, 0, 0x40], &mut y);
+        assert_eq!(y, [-1.0, 0.5]);
+        let mut b = Vec::new();
+        b.extend_from_slice(&0.25f32.to_le_bytes());
+        b.extend_from_slice(&(-2.0f32).to_le_bytes());
+        SampleFormat::F32.decode_le(&b, &mut y);
+        assert_eq!(y, [0.25, -2.0]);
+    }
+
+    #[test]
+    fn i16_round_trip_saturates() {
+        assert_eq!(f32_to_i16(i16_to_f32(-32768)), -32768);
+        assert_eq!(f32_to_i16(1.5), 32767);
+        assert_eq!(f32_to_i16(-1.5), -32768);
+    }
+
+    #[test]
+    fn sanitize_replaces_non_finite() {
+        let mut x = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.5];
+        assert_eq!(sanitize(&mut x), 3);
+        assert_eq!(x, [0.0, 1.0, -1.0, 0.5]);
+    }
+
+    #[test]
+    fn downmix_and_pick() {
+        let x = [1.0, 0.0, 0.5, 0.5, -1.0, 1.0];
+        let mut y = [9.0; 3];
+        assert_eq!(Downmixer::new(2, ChannelMode::Downmix).unwrap().process(&x, &mut y), 3);
+        assert_eq!(y, [0.5, 0.5, 0.0]);
+        Downmixer::new(2, ChannelMode::Channel(1)).unwrap().process(&x, &mut y);
+        assert_eq!(y, [0.0, 0.5, 1.0]);
+        assert!(matches!(
+            Downmixer::new(2, ChannelMode::Channel(2)),
+            Err(Error::NoSuchChannel { .. })
+        ));
+        assert!(Downmixer::new(0, ChannelMode::Downmix).is_err());
+        assert!(Downmixer::new(9, ChannelMode::Downmix).is_err());
+    }
+
+    #[test]
+    fn rate_limits() {
+        assert!(check_sample_rate(8_000).is_ok());
+        assert!(check_sample_rate(192_000).is_ok());
+        assert!(check_sample_rate(7_999).is_err());
+        assert!(check_sample_rate(768_000).is_err());
+        assert!(check_sample_rate(0).is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! The library's error type.
+//!
+//! Every variant names what was wrong with the input and, where it helps, what is
+//! supported instead, so that a caller can show the message to a user as it is.
+
+use std::path::PathBuf;
+
+/// Anything that can go wrong in the library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid (a value out of range, an unknown preset, bad TOML).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A sample rate outside the supported range.
+    #[error("unsupported sample rate {rate} Hz: supported are {min} Hz to {max} Hz")]
+    UnsupportedSampleRate {
+        /// The rate that was given.
+        rate: u32,
+        /// Lowest supported rate.
+        min: u32,
+        /// Highest supported rate.
+        max: u32,
+    },
+
+    /// A channel count outside the supported range.
+    #[error("unsupported channel count {channels}: supported are 1 to {max} channels")]
+    UnsupportedChannels {
+        /// The count that was given.
+        channels: usize,
+        /// Highest supported count.
+        max: usize,
+    },
+
+    /// A channel was selected that the input does not have.
+    #[error("channel {channel} selected, but the input has only {channels} channel(s) (channels count from 0)")]
+    NoSuchChannel {
+        /// The selected channel (0-based).
+        channel: usize,
+        /// The channels the input has.
+        channels: usize,
+    },
+
+    /// An interleaved buffer whose length is not a whole number of frames.
+    #[error("buffer of {len} samples is not a whole number of {channels}-channel frames")]
+    PartialFrame {
+        /// Length of the buffer in samples.
+        len: usize,
+        /// Channels per frame.
+        channels: usize,
+    },
+
+    /// An output buffer too small for what the call produces.
+    #[error("output buffer holds {got} samples but this call needs up to {needed}")]
+    OutputTooSmall {
+        /// Capacity given.
+        got: usize,
+        /// Capacity needed.
+        needed: usize,
+    },
+
+    /// The pipeline was flushed and must be reset before it takes more input.
+    #[error("the pipeline was flushed; call reset() before processing more audio")]
+    Flushed,
+
+    /// The resampler could not be built or run.
+    #[error("resampler: {0}")]
+    Resampler(String),
+
+    /// A WAV file could not be read or written.
+    #[error(transparent)]
+    Wav(#[from] crate::io::WavError),
+
+    /// A file-system operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
