@@ -1,8 +1,12 @@
-//! clearvox: real-time voice enhancement.
+//! clearvox: real-time voice enhancement with spectral gating and RNNoise.
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod dsp;
 pub mod error;
 pub mod io;
+pub mod pipeline;
 
+pub use config::{Config, Preset};
 pub use error::{Error, Result};
+pub use pipeline::{Aligner, Pipeline};

@@ -136,6 +136,26 @@ pub fn sanitize(samples: &mut [f32]) -> usize {
     replaced
 }
 
+/// A sample type the pipeline accepts directly: `f32` in ±1.0 or `i16`.
+pub trait PcmSample: Copy + Send + Sync + 'static {
+    /// The sample as `f32` in ±1.0.
+    fn to_f32(self) -> f32;
+}
+
+impl PcmSample for f32 {
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl PcmSample for i16 {
+    #[inline]
+    fn to_f32(self) -> f32 {
+        i16_to_f32(self)
+    }
+}
+
 /// How a multi-channel input becomes the single channel the chain processes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -177,20 +197,24 @@ impl Downmixer {
 
     /// Writes one mono sample per whole frame of `interleaved` into `out`; returns the
     /// number of frames written (at most `out.len()`).
-    pub fn process(&self, interleaved: &[f32], out: &mut [f32]) -> usize {
+    pub fn process<S: PcmSample>(&self, interleaved: &[S], out: &mut [f32]) -> usize {
         let frames = (interleaved.len() / self.channels).min(out.len());
         let input = &interleaved[..frames * self.channels];
         match (self.channels, self.mode) {
-            (1, _) => out[..frames].copy_from_slice(input),
+            (1, _) => {
+                for (y, x) in out.iter_mut().zip(input) {
+                    *y = x.to_f32();
+                }
+            }
             (_, ChannelMode::Channel(c)) => {
                 for (y, f) in out.iter_mut().zip(input.chunks_exact(self.channels)) {
-                    *y = f[c];
+                    *y = f[c].to_f32();
                 }
             }
             (n, ChannelMode::Downmix) => {
                 let scale = 1.0 / n as f32;
                 for (y, f) in out.iter_mut().zip(input.chunks_exact(n)) {
-                    *y = f.iter().sum::<f32>() * scale;
+                    *y = f.iter().map(|x| x.to_f32()).sum::<f32>() * scale;
                 }
             }
         }
@@ -238,9 +262,16 @@ mod tests {
     fn downmix_and_pick() {
         let x = [1.0, 0.0, 0.5, 0.5, -1.0, 1.0];
         let mut y = [9.0; 3];
-        assert_eq!(Downmixer::new(2, ChannelMode::Downmix).unwrap().process(&x, &mut y), 3);
+        assert_eq!(
+            Downmixer::new(2, ChannelMode::Downmix)
+                .unwrap()
+                .process(&x, &mut y),
+            3
+        );
         assert_eq!(y, [0.5, 0.5, 0.0]);
-        Downmixer::new(2, ChannelMode::Channel(1)).unwrap().process(&x, &mut y);
+        Downmixer::new(2, ChannelMode::Channel(1))
+            .unwrap()
+            .process(&x, &mut y);
         assert_eq!(y, [0.0, 0.5, 1.0]);
         assert!(matches!(
             Downmixer::new(2, ChannelMode::Channel(2)),

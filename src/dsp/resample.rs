@@ -1,1 +1,201 @@
-//! resample
+//! Streaming sample-rate conversion with rubato, for any chunk size.
+//!
+//! rubato works on fixed-size chunks. [`StreamResampler`] collects whatever the caller
+//! hands it into chunks of exactly the size the resampler asks for, so the resampler
+//! sees the same sequence of chunks whatever the caller's chunking: the output is the
+//! same sample for sample, and its filter state carries across chunk boundaries (no
+//! clicks). It uses only `process_into_buffer` with buffers allocated in `new`.
+
+use audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{
+    Async, Fft, FixedAsync, FixedSync, Resampler, SincInterpolationParameters,
+    SincInterpolationType, WindowFunction,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Which rubato resampler converts between rates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResamplerKind {
+    /// rubato `Async` with a short (64-tap) sinc and linear interpolation: about
+    /// 0.7 ms of delay, aliasing around −50 dB. The choice where latency matters.
+    #[default]
+    Sinc,
+    /// rubato `Fft` (synchronous, FFT-based): the best quality and cheap, but about
+    /// half a 10 ms chunk of delay (more for rates with a small common divisor).
+    Fft,
+}
+
+/// A mono streaming resampler that accepts any number of input samples per call.
+pub struct StreamResampler {
+    inner: Option<Box<dyn Resampler<f32>>>,
+    from: u32,
+    to: u32,
+    in_buf: Vec<f32>,
+    in_fill: usize,
+    out_buf: Vec<f32>,
+}
+
+impl StreamResampler {
+    /// A resampler from `from` Hz to `to` Hz. Equal rates give a pass-through with no
+    /// delay. Rates must already be validated by the caller.
+    pub fn new(from: u32, to: u32, kind: ResamplerKind) -> Result<Self> {
+        if from == 0 || to == 0 {
+            return Err(Error::Resampler(format!(
+                "cannot resample {from} Hz to {to} Hz"
+            )));
+        }
+        if from == to {
+            return Ok(Self {
+                inner: None,
+                from,
+                to,
+                in_buf: Vec::new(),
+                in_fill: 0,
+                out_buf: Vec::new(),
+            });
+        }
+        // 10 ms chunks: small enough to add little buffering delay in real time.
+        let chunk = (from as usize / 100).max(1);
+        let inner: Box<dyn Resampler<f32>> = match kind {
+            ResamplerKind::Sinc => {
+                let params = SincInterpolationParameters {
+                    sinc_len: 64,
+                    f_cutoff: None,
+                    oversampling_factor: 256,
+                    interpolation: SincInterpolationType::Linear,
+                    window: WindowFunction::BlackmanHarris2,
+                };
+                Box::new(
+                    Async::<f32>::new_sinc(
+                        to as f64 / from as f64,
+                        1.0,
+                        &params,
+                        chunk,
+                        1,
+                        FixedAsync::Input,
+                    )
+                    .map_err(|e| Error::Resampler(e.to_string()))?,
+                )
+            }
+            ResamplerKind::Fft => Box::new(
+                Fft::<f32>::new(from as usize, to as usize, chunk, 1, FixedSync::Input)
+                    .map_err(|e| Error::Resampler(e.to_string()))?,
+            ),
+        };
+        Ok(Self {
+            in_buf: vec![0.0; inner.input_frames_max()],
+            out_buf: vec![0.0; inner.output_frames_max()],
+            inner: Some(inner),
+            from,
+            to,
+            in_fill: 0,
+        })
+    }
+
+    /// Input rate in Hz.
+    pub fn input_rate(&self) -> u32 {
+        self.from
+    }
+
+    /// Output rate in Hz.
+    pub fn output_rate(&self) -> u32 {
+        self.to
+    }
+
+    /// Delay of the output relative to the input, in output samples.
+    pub fn latency(&self) -> usize {
+        self.inner.as_ref().map_or(0, |r| r.output_delay())
+    }
+
+    /// Input samples waiting for a complete chunk.
+    pub fn pending(&self) -> usize {
+        self.in_fill
+    }
+
+    /// Input samples per internal chunk (1 for a pass-through).
+    pub fn chunk_len(&self) -> usize {
+        self.inner.as_ref().map_or(1, |r| r.input_frames_next())
+    }
+
+    /// The most output samples a call with `input_len` new samples can produce.
+    pub fn output_len_max(&self, input_len: usize) -> usize {
+        match &self.inner {
+            None => input_len,
+            Some(r) => (self.in_fill + input_len) / r.input_frames_next() * r.output_frames_max(),
+        }
+    }
+
+    /// Feeds `input`; every finished output chunk is handed to `sink`, in order.
+    pub fn process(&mut self, mut input: &[f32], sink: &mut impl FnMut(&[f32])) -> Result<()> {
+        let Some(inner) = self.inner.as_mut() else {
+            if !input.is_empty() {
+                sink(input);
+            }
+            return Ok(());
+        };
+        while !input.is_empty() {
+            let need = inner.input_frames_next();
+            let take = (need - self.in_fill).min(input.len());
+            self.in_buf[self.in_fill..self.in_fill + take].copy_from_slice(&input[..take]);
+            self.in_fill += take;
+            input = &input[take..];
+            if self.in_fill == need {
+                let out_len = self.out_buf.len();
+                let adapter_in = InterleavedSlice::new(&self.in_buf[..need], 1, need)
+                    .map_err(|e| Error::Resampler(e.to_string()))?;
+                let mut adapter_out = InterleavedSlice::new_mut(&mut self.out_buf, 1, out_len)
+                    .map_err(|e| Error::Resampler(e.to_string()))?;
+                let (_, written) = inner
+                    .process_into_buffer(&adapter_in, &mut adapter_out, None)
+                    .map_err(|e| Error::Resampler(e.to_string()))?;
+                self.in_fill = 0;
+                sink(&self.out_buf[..written]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets all history and pending input.
+    pub fn reset(&mut self) {
+        if let Some(r) = self.inner.as_mut() {
+            r.reset();
+        }
+        self.in_fill = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(r: &mut StreamResampler, x: &[f32], chunk: usize) -> Vec<f32> {
+        let mut y = Vec::new();
+        for c in x.chunks(chunk) {
+            r.process(c, &mut |o| y.extend_from_slice(o)).unwrap();
+        }
+        y
+    }
+
+    #[test]
+    fn chunking_does_not_change_output() {
+        let x: Vec<f32> = (0..20_000).map(|i| (i as f32 * 0.01).sin()).collect();
+        for kind in [ResamplerKind::Sinc, ResamplerKind::Fft] {
+            let mut a = StreamResampler::new(44_100, 48_000, kind).unwrap();
+            let reference = run(&mut a, &x, x.len());
+            for chunk in [1, 7, 441, 4096] {
+                a.reset();
+                assert_eq!(run(&mut a, &x, chunk), reference, "{kind:?} chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn same_rate_is_pass_through() {
+        let mut r = StreamResampler::new(48_000, 48_000, ResamplerKind::Fft).unwrap();
+        assert_eq!(r.latency(), 0);
+        assert_eq!(run(&mut r, &[1.0, 2.0, 3.0], 2), [1.0, 2.0, 3.0]);
+    }
+}
