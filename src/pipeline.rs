@@ -396,17 +396,18 @@ impl Pipeline {
     }
 
     /// Gives the spectral gate a noise profile measured from a noise-only clip
-    /// (interleaved, at the pipeline's input rate and channel count). In stationary mode
-    /// it is the profile; in non-stationary mode it seeds the tracker.
-    pub fn set_noise_profile(&mut self, noise: &[f32]) -> Result<()> {
+    /// (interleaved `channels`-channel audio at `rate` Hz; any supported rate and
+    /// channel count). In stationary mode it is the profile; in non-stationary mode it
+    /// seeds the tracker.
+    pub fn set_noise_profile(&mut self, noise: &[f32], rate: u32, channels: usize) -> Result<()> {
         let Some(gate) = self.chain.gate.as_mut() else {
             return Err(Error::Config(
                 "a noise profile needs the spectral gate (gate mode stationary or nonstationary)"
                     .into(),
             ));
         };
-        let mut front = StreamResampler::new(self.input_rate, SAMPLE_RATE, self.config.resampler)?;
-        let channels = self.downmix.channels();
+        check_sample_rate(rate)?;
+        let downmix = Downmixer::new(channels, self.config.channel)?;
         if noise.len() % channels != 0 {
             return Err(Error::PartialFrame {
                 len: noise.len(),
@@ -414,9 +415,11 @@ impl Pipeline {
             });
         }
         let mut mono = vec![0.0; noise.len() / channels];
-        self.downmix.process(noise, &mut mono);
+        downmix.process(noise, &mut mono);
         sanitize(&mut mono);
-        let mut at_48k = Vec::with_capacity(mono.len() * 48_000 / self.input_rate as usize + 1);
+        let mut front = StreamResampler::new(rate, SAMPLE_RATE, self.config.resampler)?;
+        let mut at_48k =
+            Vec::with_capacity(rescale(mono.len() as u64, rate, SAMPLE_RATE) as usize + 1);
         front.process(&mono, &mut |x| at_48k.extend_from_slice(x))?;
         let skip = front.latency().min(at_48k.len());
         let cfg = gate.config();

@@ -275,7 +275,7 @@ pub struct SpectralGate {
     prof_mean_db: Vec<f32>,
     prof_var_db: Vec<f32>,
     prof_frames: u32,
-    /// Given stationary profile (replaces the online one).
+    /// Measured profile: the stationary estimate, or the non-stationary tracker's seed.
     fixed_profile: Option<NoiseProfile>,
     /// Decision-directed memory: |Ŝ|²/λ of the previous hop.
     prev_snr: Vec<f32>,
@@ -329,8 +329,9 @@ impl SpectralGate {
         })
     }
 
-    /// Uses a measured noise profile for the stationary mode (it must have been measured
-    /// with this gate's STFT geometry).
+    /// Uses a measured noise profile (it must have been measured with this gate's STFT
+    /// geometry). In stationary mode it replaces the online profile; in non-stationary
+    /// mode it seeds the tracker, which then follows the noise as usual.
     pub fn set_noise_profile(&mut self, profile: NoiseProfile) -> Result<()> {
         if profile.fft_size != self.config.fft_size
             || profile.hop != self.config.hop
@@ -342,7 +343,21 @@ impl SpectralGate {
             )));
         }
         self.fixed_profile = Some(profile);
+        self.seed_from_profile();
         Ok(())
+    }
+
+    fn seed_from_profile(&mut self) {
+        let Some(profile) = &self.fixed_profile else {
+            return;
+        };
+        self.noise.copy_from_slice(&profile.mean_power);
+        self.prof_mean_db.copy_from_slice(&profile.mean_db);
+        for (v, s) in self.prof_var_db.iter_mut().zip(&profile.std_db) {
+            *v = s * s;
+        }
+        self.hops_seen = INIT_HOPS;
+        self.prof_frames = INIT_HOPS;
     }
 
     /// The gate's settings.
@@ -405,7 +420,10 @@ impl SpectralGate {
                 guide_power: &self.guide_power,
                 prof_mean_db: &self.prof_mean_db,
                 prof_var_db: &self.prof_var_db,
-                fixed_profile: self.fixed_profile.as_ref(),
+                fixed_profile: self
+                    .fixed_profile
+                    .as_ref()
+                    .filter(|_| self.config.mode == GateMode::Stationary),
             },
             self.analyzer.spectrum(),
             guided,
@@ -624,6 +642,7 @@ impl Stage for SpectralGate {
         self.mask.fill(1.0);
         self.prev_mask.fill(1.0);
         self.hops_seen = 0;
+        self.seed_from_profile();
     }
 }
 
