@@ -72,7 +72,8 @@ impl Preset {
             Preset::MaxQuality => Config {
                 resampler: ResamplerKind::Fft,
                 gate: GateConfig {
-                    fft_size: 1920,
+                    fft_size: 2880,
+                    low_delay: false,
                     ..base.gate.clone()
                 },
                 ..base

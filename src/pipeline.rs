@@ -422,8 +422,7 @@ impl Pipeline {
             Vec::with_capacity(rescale(mono.len() as u64, rate, SAMPLE_RATE) as usize + 1);
         front.process(&mono, &mut |x| at_48k.extend_from_slice(x))?;
         let skip = front.latency().min(at_48k.len());
-        let cfg = gate.config();
-        let profile = NoiseProfile::from_samples(&at_48k[skip..], cfg.fft_size, cfg.hop)?;
+        let profile = NoiseProfile::from_samples(&at_48k[skip..], gate.config())?;
         gate.set_noise_profile(profile)
     }
 

@@ -30,7 +30,7 @@ use realfft::num_complex::Complex32;
 use realfft::RealFftPlanner;
 use serde::{Deserialize, Serialize};
 
-use super::stft::{check_geometry, StftAnalyzer, StftSynthesizer};
+use super::stft::{check_geometry, StftAnalyzer, StftSynthesizer, WindowPair};
 use super::{db_to_gain, one_pole_coef, Frame, FrameInfo, Stage, FRAME_LEN, SAMPLE_RATE};
 use crate::error::{Error, Result};
 
@@ -70,6 +70,8 @@ pub struct GateConfig {
     pub fft_size: usize,
     /// STFT hop in samples; must divide 480 (one 10 ms frame).
     pub hop: usize,
+    /// Use the low-delay window pair: latency one hop instead of `fft_size - hop`.
+    pub low_delay: bool,
     /// Most attenuation the gate applies to a bin, dB.
     pub max_attenuation_db: f32,
     /// Fraction of the computed attenuation applied (0 = none, 1 = all), as in noisereduce.
@@ -101,8 +103,9 @@ impl Default for GateConfig {
         Self {
             mode: GateMode::Nonstationary,
             mask: MaskRule::Mmse,
-            fft_size: 960,
+            fft_size: 1920,
             hop: 480,
+            low_delay: true,
             max_attenuation_db: 10.0,
             prop_decrease: 1.0,
             n_std: 1.5,
@@ -158,9 +161,22 @@ impl GateConfig {
         Ok(())
     }
 
+    /// The STFT window pair this configuration uses.
+    pub fn windows(&self) -> Result<WindowPair> {
+        if self.low_delay {
+            WindowPair::low_delay(self.fft_size, self.hop)
+        } else {
+            WindowPair::symmetric(self.fft_size, self.hop)
+        }
+    }
+
     /// Samples the gate delays its input.
     pub fn latency(&self) -> usize {
-        self.fft_size - self.hop
+        if self.low_delay {
+            self.hop
+        } else {
+            self.fft_size - self.hop
+        }
     }
 }
 
@@ -171,6 +187,8 @@ pub struct NoiseProfile {
     pub fft_size: usize,
     /// STFT hop the profile was measured with.
     pub hop: usize,
+    /// Whether it was measured with the low-delay window pair.
+    pub low_delay: bool,
     /// Mean level per bin, dB (of the unnormalised power spectrum).
     pub mean_db: Vec<f32>,
     /// Standard deviation of the level per bin, dB.
@@ -183,8 +201,10 @@ pub struct NoiseProfile {
 const MIN_PROFILE_FRAMES: usize = 10;
 
 impl NoiseProfile {
-    /// Measures a profile from noise alone, 48 kHz mono ±1.0.
-    pub fn from_samples(samples: &[f32], fft_size: usize, hop: usize) -> Result<Self> {
+    /// Measures a profile from noise alone (48 kHz mono ±1.0) with the STFT of a gate
+    /// configured by `config`.
+    pub fn from_samples(samples: &[f32], config: &GateConfig) -> Result<Self> {
+        let (fft_size, hop) = (config.fft_size, config.hop);
         check_geometry(fft_size, hop)?;
         let frames = samples.len().saturating_sub(fft_size) / hop + 1;
         if samples.len() < fft_size || frames < MIN_PROFILE_FRAMES {
@@ -195,7 +215,7 @@ impl NoiseProfile {
             )));
         }
         let mut planner = RealFftPlanner::new();
-        let mut stft = StftAnalyzer::new(&mut planner, fft_size, hop)?;
+        let mut stft = StftAnalyzer::new(&mut planner, &config.windows()?)?;
         let bins = stft.bins();
         let mut stats = vec![Welford::default(); bins];
         let mut power = vec![0.0f64; bins];
@@ -216,6 +236,7 @@ impl NoiseProfile {
         Ok(Self {
             fft_size,
             hop,
+            low_delay: config.low_delay,
             mean_db: stats.iter().map(|s| s.mean as f32).collect(),
             std_db: stats.iter().map(|s| s.std() as f32).collect(),
             mean_power: power.iter().map(|p| (p / n as f64) as f32).collect(),
@@ -297,9 +318,10 @@ impl SpectralGate {
     pub fn new(config: &GateConfig) -> Result<Self> {
         config.validate()?;
         let mut planner = RealFftPlanner::new();
-        let analyzer = StftAnalyzer::new(&mut planner, config.fft_size, config.hop)?;
-        let guide_analyzer = StftAnalyzer::new(&mut planner, config.fft_size, config.hop)?;
-        let synthesizer = StftSynthesizer::new(&mut planner, config.fft_size, config.hop)?;
+        let windows = config.windows()?;
+        let analyzer = StftAnalyzer::new(&mut planner, &windows)?;
+        let guide_analyzer = StftAnalyzer::new(&mut planner, &windows)?;
+        let synthesizer = StftSynthesizer::new(&mut planner, &windows)?;
         let bins = analyzer.bins();
         let hop_s = config.hop as f32 / SAMPLE_RATE as f32;
         let bin_hz = SAMPLE_RATE as f32 / config.fft_size as f32;
@@ -335,11 +357,18 @@ impl SpectralGate {
     pub fn set_noise_profile(&mut self, profile: NoiseProfile) -> Result<()> {
         if profile.fft_size != self.config.fft_size
             || profile.hop != self.config.hop
+            || profile.low_delay != self.config.low_delay
             || profile.mean_db.len() != self.noise.len()
         {
             return Err(Error::Config(format!(
-                "noise profile measured with fft_size {} / hop {}, but the gate uses {} / {}",
-                profile.fft_size, profile.hop, self.config.fft_size, self.config.hop
+                "noise profile measured with fft_size {} / hop {} / low_delay {}, but the gate \
+                 uses {} / {} / {}",
+                profile.fft_size,
+                profile.hop,
+                profile.low_delay,
+                self.config.fft_size,
+                self.config.hop,
+                self.config.low_delay
             )));
         }
         self.fixed_profile = Some(profile);
@@ -674,7 +703,7 @@ mod tests {
 
     #[test]
     fn profile_needs_enough_audio() {
-        let err = NoiseProfile::from_samples(&[0.0; 2000], 960, 480).unwrap_err();
+        let err = NoiseProfile::from_samples(&[0.0; 2000], &GateConfig::default()).unwrap_err();
         assert!(err.to_string().contains("too short"), "{err}");
     }
 }

@@ -2,8 +2,14 @@
 //!
 //! [`StftAnalyzer`] turns each new hop of samples into the spectrum of the last
 //! `fft_size` samples; [`StftSynthesizer`] turns (modified) spectra back into hops by
-//! weighted overlap-add. With the default square-root Hann pair, analysis followed by
-//! synthesis returns the input exactly, `fft_size - hop` samples late.
+//! weighted overlap-add. Analysis followed by synthesis returns the input exactly,
+//! [`WindowPair::latency`] samples late:
+//!
+//! - [`WindowPair::symmetric`]: square-root Hann for both, latency `fft_size - hop`;
+//! - [`WindowPair::low_delay`]: a long analysis window that rises slowly and falls over
+//!   one hop, and a synthesis window two hops long, so the frequency resolution of a
+//!   long frame comes with a latency of one hop (after Mauler & Martin's low-delay
+//!   analysis-synthesis design).
 //!
 //! Plans come from a [`RealFftPlanner`] and every buffer, scratch included, is
 //! allocated once in `new`: the per-hop calls use realfft's `process_with_scratch`
@@ -28,17 +34,79 @@ pub fn check_geometry(fft_size: usize, hop: usize) -> Result<()> {
     Ok(())
 }
 
-/// The periodic square-root Hann window scaled so that analysis × synthesis
-/// windows overlap-add to exactly 1 at the given hop.
-pub fn sqrt_hann(fft_size: usize, hop: usize) -> Vec<f32> {
-    // A periodic Hann window sums to fft_size / (2 hop) over its shifts by hop.
-    let norm = (2.0 * hop as f64 / fft_size as f64).sqrt();
-    (0..fft_size)
-        .map(|n| {
-            let h = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / fft_size as f64).cos();
-            (h.sqrt() * norm) as f32
+fn hann(n: usize, len: usize) -> f64 {
+    0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / len as f64).cos()
+}
+
+/// An analysis/synthesis window pair whose products overlap-add to exactly 1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowPair {
+    /// Analysis window, `fft_size` long.
+    pub analysis: Vec<f32>,
+    /// Synthesis window, `fft_size` long (zero where it has no support).
+    pub synthesis: Vec<f32>,
+    /// Samples by which the synthesized signal lags the analyzed one.
+    pub latency: usize,
+    /// Hop the pair was designed for.
+    pub hop: usize,
+}
+
+impl WindowPair {
+    /// Square-root periodic Hann for analysis and synthesis, latency `fft_size - hop`.
+    pub fn symmetric(fft_size: usize, hop: usize) -> Result<Self> {
+        check_geometry(fft_size, hop)?;
+        // A periodic Hann window sums to fft_size / (2 hop) over its shifts by hop.
+        let norm = (2.0 * hop as f64 / fft_size as f64).sqrt();
+        let w: Vec<f32> = (0..fft_size)
+            .map(|n| (hann(n, fft_size).sqrt() * norm) as f32)
+            .collect();
+        Ok(Self {
+            analysis: w.clone(),
+            synthesis: w,
+            latency: fft_size - hop,
+            hop,
         })
-        .collect()
+    }
+
+    /// The low-delay pair: latency `hop` whatever `fft_size`.
+    ///
+    /// The analysis window is the rising half of a Hann window `2 (fft_size - hop)` long
+    /// followed by the falling half of one `2 hop` long (square roots of both); the
+    /// synthesis window spans the last two hops and is chosen so that the product of
+    /// the two is a `2 hop` Hann window there, which overlap-adds to 1.
+    pub fn low_delay(fft_size: usize, hop: usize) -> Result<Self> {
+        check_geometry(fft_size, hop)?;
+        let rise = fft_size - hop;
+        let analysis: Vec<f64> = (0..fft_size)
+            .map(|n| {
+                if n < rise {
+                    hann(n, 2 * rise).sqrt()
+                } else {
+                    hann(n - rise + hop, 2 * hop).sqrt()
+                }
+            })
+            .collect();
+        let start = fft_size - 2 * hop;
+        let synthesis = (0..fft_size)
+            .map(|n| {
+                if n < start {
+                    return 0.0;
+                }
+                let product = hann(n - start, 2 * hop);
+                if product == 0.0 || analysis[n] == 0.0 {
+                    0.0
+                } else {
+                    (product / analysis[n]) as f32
+                }
+            })
+            .collect();
+        Ok(Self {
+            analysis: analysis.iter().map(|&w| w as f32).collect(),
+            synthesis,
+            latency: hop,
+            hop,
+        })
+    }
 }
 
 /// Analysis half of the STFT: one spectrum per hop.
@@ -53,12 +121,14 @@ pub struct StftAnalyzer {
 }
 
 impl StftAnalyzer {
-    /// An analyzer of `fft_size`-point frames advancing by `hop` samples.
-    pub fn new(planner: &mut RealFftPlanner<f32>, fft_size: usize, hop: usize) -> Result<Self> {
+    /// An analyzer of frames as long as the pair's windows, advancing by its hop.
+    pub fn new(planner: &mut RealFftPlanner<f32>, windows: &WindowPair) -> Result<Self> {
+        let fft_size = windows.analysis.len();
+        let hop = windows.hop;
         check_geometry(fft_size, hop)?;
         let fft = planner.plan_fft_forward(fft_size);
         Ok(Self {
-            window: sqrt_hann(fft_size, hop),
+            window: windows.analysis.clone(),
             history: vec![0.0; fft_size],
             frame: vec![0.0; fft_size],
             spectrum: fft.make_output_vec(),
@@ -114,17 +184,21 @@ pub struct StftSynthesizer {
     frame: Vec<f32>,
     scratch: Vec<Complex32>,
     hop: usize,
+    latency: usize,
 }
 
 impl StftSynthesizer {
-    /// A synthesizer matching [`StftAnalyzer::new`] with the same geometry.
-    pub fn new(planner: &mut RealFftPlanner<f32>, fft_size: usize, hop: usize) -> Result<Self> {
+    /// A synthesizer for spectra made by an analyzer with the same window pair.
+    pub fn new(planner: &mut RealFftPlanner<f32>, windows: &WindowPair) -> Result<Self> {
+        let fft_size = windows.synthesis.len();
+        let hop = windows.hop;
         check_geometry(fft_size, hop)?;
         let ifft = planner.plan_fft_inverse(fft_size);
         // Fold realfft's missing 1/N into the synthesis window.
         let scale = 1.0 / fft_size as f32;
         Ok(Self {
-            window: sqrt_hann(fft_size, hop).iter().map(|w| w * scale).collect(),
+            latency: windows.latency,
+            window: windows.synthesis.iter().map(|w| w * scale).collect(),
             overlap: vec![0.0; fft_size],
             frame: vec![0.0; fft_size],
             scratch: ifft.make_scratch_vec(),
@@ -135,7 +209,7 @@ impl StftSynthesizer {
 
     /// How many samples the synthesized signal lags the analyzed one.
     pub fn latency(&self) -> usize {
-        self.overlap.len() - self.hop
+        self.latency
     }
 
     /// Inverse-transforms `spectrum` (consumed as scratch), overlap-adds it and writes the
@@ -155,8 +229,10 @@ impl StftSynthesizer {
         for ((o, x), w) in self.overlap.iter_mut().zip(&self.frame).zip(&self.window) {
             *o += x * w;
         }
-        output.copy_from_slice(&self.overlap[..self.hop]);
+        // The finished hop sits `latency` samples before the end of the frame.
         let n = self.overlap.len();
+        let at = n - self.latency - self.hop;
+        output.copy_from_slice(&self.overlap[at..at + self.hop]);
         self.overlap.copy_within(self.hop.., 0);
         self.overlap[n - self.hop..].fill(0.0);
     }
@@ -171,10 +247,12 @@ impl StftSynthesizer {
 mod tests {
     use super::*;
 
-    fn round_trip(fft_size: usize, hop: usize) {
+    fn round_trip(windows: WindowPair) {
+        let fft_size = windows.analysis.len();
+        let hop = windows.hop;
         let mut planner = RealFftPlanner::new();
-        let mut a = StftAnalyzer::new(&mut planner, fft_size, hop).unwrap();
-        let mut s = StftSynthesizer::new(&mut planner, fft_size, hop).unwrap();
+        let mut a = StftAnalyzer::new(&mut planner, &windows).unwrap();
+        let mut s = StftSynthesizer::new(&mut planner, &windows).unwrap();
         let x: Vec<f32> = (0..hop * 40)
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
             .collect();
@@ -184,7 +262,6 @@ mod tests {
             s.synthesize(spec, yi);
         }
         let lat = s.latency();
-        assert_eq!(lat, fft_size - hop);
         for i in fft_size..x.len() {
             assert!((y[i] - x[i - lat]).abs() < 1e-5, "{fft_size}/{hop} at {i}");
         }
@@ -192,9 +269,20 @@ mod tests {
 
     #[test]
     fn perfect_reconstruction_at_50_and_75_percent_overlap() {
-        round_trip(960, 480);
-        round_trip(960, 240);
-        round_trip(1920, 480);
+        for (n, hop) in [(960, 480), (960, 240), (1920, 480)] {
+            let w = WindowPair::symmetric(n, hop).unwrap();
+            assert_eq!(w.latency, n - hop);
+            round_trip(w);
+        }
+    }
+
+    #[test]
+    fn low_delay_pair_reconstructs_one_hop_late() {
+        for (n, hop) in [(960, 480), (1920, 480), (1920, 240), (960, 120)] {
+            let w = WindowPair::low_delay(n, hop).unwrap();
+            assert_eq!(w.latency, hop);
+            round_trip(w);
+        }
     }
 
     #[test]
