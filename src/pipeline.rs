@@ -327,8 +327,10 @@ impl Pipeline {
     /// Total latency in output samples: output sample `n` belongs to input instant
     /// `n - latency()`.
     pub fn latency(&self) -> usize {
-        let at_48k = self.front.latency() + self.chain.latency();
-        rescale(at_48k as u64, SAMPLE_RATE, self.output_rate) as usize + self.back.latency()
+        let at_48k = self.front.latency_exact() + self.chain.latency() as f64;
+        let total =
+            at_48k * self.output_rate as f64 / SAMPLE_RATE as f64 + self.back.latency_exact();
+        total.round() as usize
     }
 
     /// The latency of each 48 kHz stage in the chain, in order, samples at 48 kHz.
@@ -485,7 +487,7 @@ impl Pipeline {
     /// Output samples the input so far corresponds to, plus the latency: the length of
     /// the stream once [`Pipeline::flush`] has drained it.
     pub fn flushed_len(&self) -> u64 {
-        rescale(self.input_frames, self.input_rate, self.output_rate) + self.latency() as u64
+        duration_at(self.input_frames, self.input_rate, self.output_rate) + self.latency() as u64
     }
 
     /// Drains the tail: appends the output still held inside the stages, so that the
@@ -644,6 +646,15 @@ pub fn rescale(n: u64, from: u32, to: u32) -> u64 {
         return n;
     }
     ((n as u128 * to as u128 + from as u128 / 2) / from as u128) as u64
+}
+
+/// The number of samples at rate `to` that cover `n` samples at rate `from` (rounded
+/// up, so no part of the input's duration is lost).
+pub fn duration_at(n: u64, from: u32, to: u32) -> u64 {
+    if from == to {
+        return n;
+    }
+    (n as u128 * to as u128).div_ceil(from as u128) as u64
 }
 
 /// Latency compensation for offline use: wraps a [`Pipeline`] so that its output lines

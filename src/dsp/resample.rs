@@ -28,9 +28,13 @@ pub enum ResamplerKind {
     Fft,
 }
 
+/// Taps of the low-latency sinc resampler.
+const SINC_LEN: usize = 64;
+
 /// A mono streaming resampler that accepts any number of input samples per call.
 pub struct StreamResampler {
     inner: Option<Box<dyn Resampler<f32>>>,
+    delay: f64,
     from: u32,
     to: u32,
     in_buf: Vec<f32>,
@@ -50,6 +54,7 @@ impl StreamResampler {
         if from == to {
             return Ok(Self {
                 inner: None,
+                delay: 0.0,
                 from,
                 to,
                 in_buf: Vec::new(),
@@ -59,36 +64,40 @@ impl StreamResampler {
         }
         // 10 ms chunks: small enough to add little buffering delay in real time.
         let chunk = (from as usize / 100).max(1);
-        let inner: Box<dyn Resampler<f32>> = match kind {
+        let ratio = to as f64 / from as f64;
+        // rubato's `output_delay()` rounds down and is off by up to two samples; the
+        // exact delays below were measured (phase of a low tone) and are checked by
+        // the tests in `tests/latency.rs`.
+        let (inner, delay): (Box<dyn Resampler<f32>>, f64) = match kind {
             ResamplerKind::Sinc => {
                 let params = SincInterpolationParameters {
-                    sinc_len: 64,
+                    sinc_len: SINC_LEN,
                     f_cutoff: None,
                     oversampling_factor: 256,
                     interpolation: SincInterpolationType::Linear,
                     window: WindowFunction::BlackmanHarris2,
                 };
-                Box::new(
-                    Async::<f32>::new_sinc(
-                        to as f64 / from as f64,
-                        1.0,
-                        &params,
-                        chunk,
-                        1,
-                        FixedAsync::Input,
-                    )
-                    .map_err(|e| Error::Resampler(e.to_string()))?,
-                )
+                let r = Async::<f32>::new_sinc(ratio, 1.0, &params, chunk, 1, FixedAsync::Input)
+                    .map_err(|e| Error::Resampler(e.to_string()))?;
+                // The sinc is centred half its length into the input history, and the
+                // first output is taken one output step after the start.
+                (Box::new(r), SINC_LEN as f64 / 2.0 * ratio - 1.0)
             }
-            ResamplerKind::Fft => Box::new(
-                Fft::<f32>::new(from as usize, to as usize, chunk, 1, FixedSync::Input)
-                    .map_err(|e| Error::Resampler(e.to_string()))?,
-            ),
+            ResamplerKind::Fft => {
+                let r = Fft::<f32>::new(from as usize, to as usize, chunk, 1, FixedSync::Input)
+                    .map_err(|e| Error::Resampler(e.to_string()))?;
+                // Half the output block; an odd input block puts its centre half an
+                // input sample earlier.
+                let odd_in = (r.fft_size_in() % 2) as f64;
+                let delay = (r.fft_size_out() as f64 - odd_in * ratio) / 2.0;
+                (Box::new(r), delay)
+            }
         };
         Ok(Self {
             in_buf: vec![0.0; inner.input_frames_max()],
             out_buf: vec![0.0; inner.output_frames_max()],
             inner: Some(inner),
+            delay,
             from,
             to,
             in_fill: 0,
@@ -105,9 +114,14 @@ impl StreamResampler {
         self.to
     }
 
-    /// Delay of the output relative to the input, in output samples.
+    /// Delay of the output relative to the input, in output samples, rounded.
     pub fn latency(&self) -> usize {
-        self.inner.as_ref().map_or(0, |r| r.output_delay())
+        self.delay.round() as usize
+    }
+
+    /// Delay of the output relative to the input, in (fractional) output samples.
+    pub fn latency_exact(&self) -> f64 {
+        self.delay
     }
 
     /// Input samples waiting for a complete chunk.

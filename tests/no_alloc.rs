@@ -1,0 +1,115 @@
+//! After warm-up on the thread that runs it, the pipeline's real-time path does not
+//! touch the heap: a counting global allocator sees no allocation, reallocation or
+//! free on this thread while `process_into_buffer` runs, for every preset, with rate
+//! conversion on both sides and odd chunk sizes.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use clearvox::{Config, Pipeline, Preset};
+use common::*;
+
+struct CountingAllocator;
+
+thread_local! {
+    static HEAP_OPS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: the allocator also runs while thread-locals are torn down.
+    let _ = HEAP_OPS.try_with(|c| c.set(c.get() + 1));
+}
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count();
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: as for `dealloc`; the system allocator handles the move.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn heap_ops() -> u64 {
+    HEAP_OPS.with(|c| c.get())
+}
+
+fn check(config: &Config, file: &str) {
+    let (x, rate, ch) = load(&testdata(file));
+    let sizes = random_chunks(x.len() / ch, 2_000, 3);
+    let config = config.clone();
+    let file = file.to_string();
+    // A fresh thread, as the live engine's processing thread would be.
+    std::thread::spawn(move || {
+        let mut p = Pipeline::new(&config, rate, ch).unwrap();
+        p.warm_up();
+        let mut out = vec![0.0f32; p.output_len_max(4_096) + 4_096];
+        let before = heap_ops();
+        let mut at = 0;
+        let mut produced = 0;
+        for &n in &sizes {
+            let need = p.output_len_max(n);
+            assert!(need <= out.len());
+            produced += p
+                .process_into_buffer(&x[at * ch..(at + n) * ch], &mut out)
+                .unwrap();
+            at += n;
+        }
+        let ops = heap_ops() - before;
+        assert!(produced > 0);
+        assert_eq!(ops, 0, "{:?} {file}: {ops} heap operations", config.preset);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn every_preset_processes_without_touching_the_heap() {
+    for p in Preset::ALL {
+        check(&p.config(), "noisy/us_male__cafe__snr5__48k_f32.wav");
+    }
+}
+
+#[test]
+fn with_rate_conversion_on_both_sides() {
+    for p in [Preset::VoiceChat, Preset::MaxQuality, Preset::LowCpu] {
+        let config = Config {
+            output_rate: Some(16_000),
+            ..p.config()
+        };
+        check(&config, "noisy/gb_female__traffic__snr10__44k1_s24.wav");
+    }
+}
+
+#[test]
+fn with_every_optional_stage_on() {
+    let mut config = Config::default();
+    config.highpass.enabled = true;
+    config.agc.enabled = true;
+    config.strength = 0.7;
+    config.atten_limit_db = Some(12.0);
+    check(&config, "noisy/us_deep__keyboard__snr0__16k_s16.wav");
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let before = heap_ops();
+    let v: Vec<u8> = Vec::with_capacity(10);
+    drop(v);
+    assert_eq!(heap_ops() - before, 2);
+}
