@@ -738,3 +738,12 @@ pub fn enhance(
     aligner.finish(&mut out)?;
     Ok((out, aligner.events))
 }
+
+// A pipeline is built on one thread and run on another (the live engine's processing
+// thread): it must be `Send`. It is not shared between threads, so `Sync` is not promised.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Pipeline>();
+    assert_send::<Aligner>();
+    assert_send::<Config>();
+};

@@ -19,8 +19,11 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResamplerKind {
-    /// rubato `Async` with a short (64-tap) sinc and linear interpolation: about
-    /// 0.7 ms of delay, aliasing around −50 dB. The choice where latency matters.
+    /// rubato `Async` with a short (64-tap) sinc and linear interpolation: 32 samples
+    /// of the lower rate of delay (0.7 ms at 48 kHz, 4 ms at 8 kHz). Its cutoff sits at
+    /// 95 % of the lower Nyquist frequency, so narrow-band input keeps its top band
+    /// (the automatic cutoff of a 64-tap sinc, 79 %, cost 0.03 STOI at 8 kHz). The
+    /// choice where latency matters.
     #[default]
     Sinc,
     /// rubato `Fft` (synchronous, FFT-based): the best quality and cheap, but about
@@ -30,6 +33,8 @@ pub enum ResamplerKind {
 
 /// Taps of the low-latency sinc resampler.
 const SINC_LEN: usize = 64;
+/// Its cutoff, relative to the lower of the two Nyquist frequencies.
+const SINC_CUTOFF: f32 = 0.95;
 
 /// A mono streaming resampler that accepts any number of input samples per call.
 pub struct StreamResampler {
@@ -72,7 +77,7 @@ impl StreamResampler {
             ResamplerKind::Sinc => {
                 let params = SincInterpolationParameters {
                     sinc_len: SINC_LEN,
-                    f_cutoff: None,
+                    f_cutoff: Some(SINC_CUTOFF),
                     oversampling_factor: 256,
                     interpolation: SincInterpolationType::Linear,
                     window: WindowFunction::BlackmanHarris2,

@@ -1,0 +1,185 @@
+//! Quality on the development set of real noisy speech (`../shared/data`, or the folder
+//! in `CLEARVOX_DEVSET`). It is not part of the repository (licences), so this is a
+//! separate test target: without the folder it prints a note and passes, unless `CI`
+//! is set, where a missing development set is a failure.
+//!
+//! On every file the default preset must improve SI-SDR, cost at most 0.02 STOI, and
+//! stay within a small margin of the numbers measured when the defaults were chosen.
+
+mod common;
+
+use std::path::PathBuf;
+
+use clearvox::metrics::{si_sdr_db, stoi};
+use clearvox::pipeline::enhance;
+use clearvox::Config;
+use common::*;
+
+/// Noisy input SI-SDR and STOI, then the default preset's, as measured (STOI at 48 kHz).
+const EXPECTED: [(&str, f64, f64, f64, f64); 27] = [
+    (
+        "ljspeech_lj050__cafe_babble__snr0.wav",
+        -1.32,
+        0.655,
+        0.95,
+        0.722,
+    ),
+    (
+        "ljspeech_lj050__cafe_babble__snr10.wav",
+        8.65,
+        0.883,
+        10.85,
+        0.915,
+    ),
+    (
+        "ljspeech_lj050__cafe_babble__snr5.wav",
+        3.70,
+        0.775,
+        6.65,
+        0.832,
+    ),
+    (
+        "ljspeech_lj050__fan_exercise_bike__snr0.wav",
+        -1.32,
+        0.674,
+        4.42,
+        0.752,
+    ),
+    (
+        "ljspeech_lj050__fan_exercise_bike__snr10.wav",
+        8.66,
+        0.852,
+        13.67,
+        0.893,
+    ),
+    (
+        "ljspeech_lj050__fan_exercise_bike__snr5.wav",
+        3.68,
+        0.768,
+        9.14,
+        0.826,
+    ),
+    ("ljspeech_lj050__hum__snr0.wav", -1.34, 0.756, 7.66, 0.817),
+    ("ljspeech_lj050__hum__snr10.wav", 8.67, 0.926, 15.37, 0.949),
+    ("ljspeech_lj050__hum__snr5.wav", 3.66, 0.861, 12.02, 0.898),
+    ("sb_spk1__cafe_babble__snr0.wav", -1.38, 0.626, 1.18, 0.670),
+    ("sb_spk1__cafe_babble__snr10.wav", 8.65, 0.854, 11.09, 0.887),
+    ("sb_spk1__cafe_babble__snr5.wav", 3.63, 0.763, 6.91, 0.805),
+    (
+        "sb_spk1__fan_exercise_bike__snr0.wav",
+        -1.36,
+        0.681,
+        6.39,
+        0.701,
+    ),
+    (
+        "sb_spk1__fan_exercise_bike__snr10.wav",
+        8.64,
+        0.850,
+        13.50,
+        0.883,
+    ),
+    (
+        "sb_spk1__fan_exercise_bike__snr5.wav",
+        3.65,
+        0.790,
+        10.41,
+        0.843,
+    ),
+    ("sb_spk1__hum__snr0.wav", -1.38, 0.757, 8.31, 0.776),
+    ("sb_spk1__hum__snr10.wav", 8.65, 0.928, 15.16, 0.938),
+    ("sb_spk1__hum__snr5.wav", 3.65, 0.836, 12.46, 0.884),
+    ("sb_spk2__cafe_babble__snr0.wav", -1.14, 0.665, 1.25, 0.694),
+    ("sb_spk2__cafe_babble__snr10.wav", 8.93, 0.865, 11.13, 0.907),
+    ("sb_spk2__cafe_babble__snr5.wav", 3.97, 0.770, 5.76, 0.832),
+    (
+        "sb_spk2__fan_exercise_bike__snr0.wav",
+        -1.05,
+        0.682,
+        6.25,
+        0.749,
+    ),
+    (
+        "sb_spk2__fan_exercise_bike__snr10.wav",
+        8.97,
+        0.892,
+        13.00,
+        0.936,
+    ),
+    (
+        "sb_spk2__fan_exercise_bike__snr5.wav",
+        3.94,
+        0.793,
+        10.16,
+        0.853,
+    ),
+    ("sb_spk2__hum__snr0.wav", -1.05, 0.786, 7.80, 0.833),
+    ("sb_spk2__hum__snr10.wav", 8.99, 0.921, 14.06, 0.948),
+    ("sb_spk2__hum__snr5.wav", 4.02, 0.866, 10.39, 0.912),
+];
+
+const SI_SDR_MARGIN_DB: f64 = 0.3;
+const STOI_MARGIN: f64 = 0.005;
+const STOI_MAX_LOSS: f64 = 0.02;
+
+fn devset() -> Option<PathBuf> {
+    let dir = match std::env::var_os("CLEARVOX_DEVSET") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
+    };
+    if dir.join("noisy").is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the development set is missing at {} (set CLEARVOX_DEVSET)",
+        dir.display()
+    );
+    eprintln!("note: no development set at {}; skipped", dir.display());
+    None
+}
+
+#[test]
+fn default_preset_on_every_devset_file() {
+    let Some(dir) = devset() else { return };
+    let mut failures = Vec::new();
+    let (mut gain, mut stoi_gain) = (0.0, 0.0);
+    for (name, si_sdr_in, stoi_in, si_sdr_out, stoi_out) in EXPECTED {
+        let (x, rate, ch) = load(&dir.join("noisy").join(name));
+        let (c, _, cch) = load(&dir.join("clean").join(name));
+        let clean = mono(&c, cch);
+        let noisy = mono(&x, ch);
+        let (y, _) = enhance(&Config::default(), &x, rate, ch).unwrap();
+        let (si, st) = (si_sdr_db(&clean, &y), stoi(&clean, &y, rate).unwrap());
+        let (si0, st0) = (
+            si_sdr_db(&clean, &noisy),
+            stoi(&clean, &noisy, rate).unwrap(),
+        );
+        assert!(
+            (si0 - si_sdr_in).abs() < 0.01 && (st0 - stoi_in).abs() < 0.001,
+            "{name}: the development set changed"
+        );
+        println!("    (\"{name}\", {si0:.2}, {st0:.3}, {si:.2}, {st:.3}),");
+        gain += si - si0;
+        stoi_gain += st - st0;
+        if si <= si0 {
+            failures.push(format!("{name}: SI-SDR {si0:.2} -> {si:.2}"));
+        }
+        if st < st0 - STOI_MAX_LOSS {
+            failures.push(format!("{name}: STOI {st0:.3} -> {st:.3}"));
+        }
+        if si < si_sdr_out - SI_SDR_MARGIN_DB {
+            failures.push(format!("{name}: SI-SDR {si:.2}, measured {si_sdr_out:.2}"));
+        }
+        if st < stoi_out - STOI_MARGIN {
+            failures.push(format!("{name}: STOI {st:.3}, measured {stoi_out:.3}"));
+        }
+    }
+    let n = EXPECTED.len() as f64;
+    println!(
+        "mean SI-SDR gain {:.2} dB, mean STOI gain {:.3}",
+        gain / n,
+        stoi_gain / n
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
