@@ -327,8 +327,12 @@ impl Pipeline {
     /// Total latency in output samples: output sample `n` belongs to input instant
     /// `n - latency()`.
     pub fn latency(&self) -> usize {
-        let at_48k = self.front.latency() + self.chain.latency();
-        rescale(at_48k as u64, SAMPLE_RATE, self.output_rate) as usize + self.back.latency()
+        // Summed with their fractions and rounded once, so that the rounding of each
+        // stage does not add up.
+        let at_48k = self.front.delay() + self.chain.latency() as f64;
+        let total =
+            at_48k * f64::from(self.output_rate) / f64::from(SAMPLE_RATE) + self.back.delay();
+        total.round().max(0.0) as usize
     }
 
     /// The latency of each 48 kHz stage in the chain, in order, samples at 48 kHz.

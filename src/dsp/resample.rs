@@ -28,9 +28,13 @@ pub enum ResamplerKind {
     Fft,
 }
 
+/// Taps of the [`ResamplerKind::Sinc`] interpolation filter.
+const SINC_LEN: usize = 64;
+
 /// A mono streaming resampler that accepts any number of input samples per call.
 pub struct StreamResampler {
     inner: Option<Box<dyn Resampler<f32>>>,
+    kind: ResamplerKind,
     from: u32,
     to: u32,
     in_buf: Vec<f32>,
@@ -50,6 +54,7 @@ impl StreamResampler {
         if from == to {
             return Ok(Self {
                 inner: None,
+                kind,
                 from,
                 to,
                 in_buf: Vec::new(),
@@ -62,7 +67,7 @@ impl StreamResampler {
         let inner: Box<dyn Resampler<f32>> = match kind {
             ResamplerKind::Sinc => {
                 let params = SincInterpolationParameters {
-                    sinc_len: 64,
+                    sinc_len: SINC_LEN,
                     f_cutoff: None,
                     oversampling_factor: 256,
                     interpolation: SincInterpolationType::Linear,
@@ -89,6 +94,7 @@ impl StreamResampler {
             in_buf: vec![0.0; inner.input_frames_max()],
             out_buf: vec![0.0; inner.output_frames_max()],
             inner: Some(inner),
+            kind,
             from,
             to,
             in_fill: 0,
@@ -105,9 +111,26 @@ impl StreamResampler {
         self.to
     }
 
-    /// Delay of the output relative to the input, in output samples.
+    /// Delay of the output relative to the input, in output samples, rounded to the
+    /// nearest sample (see [`delay`](Self::delay)).
     pub fn latency(&self) -> usize {
-        self.inner.as_ref().map_or(0, |r| r.output_delay())
+        self.delay().round() as usize
+    }
+
+    /// Delay of the output relative to the input, in output samples, with its fraction.
+    ///
+    /// For the sinc resampler this is not rubato's `output_delay()`, which truncates
+    /// `taps × ratio / 2` and misses that the first output sample is one output step
+    /// into the input: the measured delay is `taps × ratio / 2 − 1` (95 samples, not
+    /// 96, from 16 to 48 kHz), and an aligned result would be a sample or two late.
+    pub fn delay(&self) -> f64 {
+        match (&self.inner, self.kind) {
+            (None, _) => 0.0,
+            (Some(_), ResamplerKind::Sinc) => {
+                SINC_LEN as f64 * f64::from(self.to) / f64::from(self.from) / 2.0 - 1.0
+            }
+            (Some(r), ResamplerKind::Fft) => r.output_delay() as f64,
+        }
     }
 
     /// Input samples waiting for a complete chunk.
@@ -190,6 +213,54 @@ mod tests {
                 assert_eq!(run(&mut a, &x, chunk), reference, "{kind:?} chunk {chunk}");
             }
         }
+    }
+
+    /// The delay of `r`, in output samples, measured on a 300 Hz tone.
+    fn measured_delay(r: &mut StreamResampler) -> f64 {
+        let (from, to) = (f64::from(r.input_rate()), f64::from(r.output_rate()));
+        let tone = |t: f64| 0.5 * (std::f64::consts::TAU * 300.0 * t).sin();
+        let x: Vec<f32> = (0..r.input_rate() / 2)
+            .map(|i| tone(f64::from(i) / from) as f32)
+            .collect();
+        let y = run(r, &x, 1000);
+        let error = |d: f64| -> f64 {
+            (y.len() / 4..y.len() * 3 / 4)
+                .map(|m| (f64::from(y[m]) - tone((m as f64 - d) / to)).powi(2))
+                .sum()
+        };
+        let mut best = (0.0, f64::MAX);
+        for step in 0..=1000 {
+            let d = r.delay() - 5.0 + step as f64 * 0.01;
+            let e = error(d);
+            if e < best.1 {
+                best = (d, e);
+            }
+        }
+        best.0
+    }
+
+    #[test]
+    fn reported_delay_is_the_measured_delay() {
+        let pairs = [
+            (16_000, 48_000),
+            (48_000, 16_000),
+            (8_000, 48_000),
+            (48_000, 24_000),
+            (44_100, 48_000),
+            (48_000, 44_100),
+        ];
+        for (from, to) in pairs {
+            let mut r = StreamResampler::new(from, to, ResamplerKind::Sinc).unwrap();
+            let measured = measured_delay(&mut r);
+            assert!(
+                (measured - r.delay()).abs() < 0.05,
+                "{from} -> {to}: measured {measured}, reported {}",
+                r.delay()
+            );
+            assert!((measured - r.latency() as f64).abs() <= 0.5);
+        }
+        let mut r = StreamResampler::new(16_000, 48_000, ResamplerKind::Fft).unwrap();
+        assert!((measured_delay(&mut r) - r.latency() as f64).abs() < 0.05);
     }
 
     #[test]
