@@ -72,6 +72,10 @@ pub enum Error {
     #[error(transparent)]
     Wav(#[from] crate::io::WavError),
 
+    /// A quality metric cannot score the signals it was given.
+    #[error(transparent)]
+    Metric(#[from] crate::metrics::MetricError),
+
     /// A file-system operation failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod dsp;
 pub mod error;
 pub mod io;
+pub mod metrics;
 pub mod pipeline;
 
 pub use config::{Config, Preset};
