@@ -264,7 +264,7 @@ pub fn catch<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
-        let text = flatten(&cause.to_string());
+        let text = flatten(&without_errno(&cause.to_string()));
         if text.is_empty() || line.contains(&text) {
             continue;
         }
@@ -274,6 +274,26 @@ pub fn one_line(e: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+/// An OS error's text without the trailing " (os error N)".
+pub fn without_errno(s: &str) -> String {
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s.to_string(),
+    }
+}
+
+/// `e` as an error about `what` (e.g. "noise profile") read from `path`: the path is
+/// added unless the message already names it.
+pub fn about(what: &str, path: &std::path::Path, e: impl Into<anyhow::Error>) -> anyhow::Error {
+    let e = e.into();
+    let shown = path.display().to_string();
+    if e.to_string().contains(&shown) {
+        e.context(what.to_string())
+    } else {
+        e.context(format!("{what} {shown}"))
+    }
 }
 
 /// `s` with every run of whitespace that contains a line break made one space.

@@ -88,7 +88,7 @@ pub fn read_noise_clip(args: &EnhanceArgs) -> Result<Option<NoiseClip>> {
     let Some(path) = &args.noise_profile else {
         return Ok(None);
     };
-    let audio = read_wav_file(path).with_context(|| format!("noise profile {}", path.display()))?;
+    let audio = read_wav_file(path).map_err(|e| crate::about("noise profile", path, e))?;
     Ok(Some(NoiseClip {
         path: path.clone(),
         rate: audio.spec.sample_rate,
@@ -100,9 +100,5 @@ pub fn read_noise_clip(args: &EnhanceArgs) -> Result<Option<NoiseClip>> {
 
 /// The OS's description of an I/O error, without " (os error N)".
 pub fn os_reason(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" (os error ") {
-        Some(i) if s.ends_with(')') => s[..i].to_string(),
-        _ => s,
-    }
+    crate::without_errno(&e.to_string())
 }
