@@ -54,7 +54,8 @@ With one input file, OUT is the output file (or an existing folder to write it i
 existing folder: every .wav file below a folder is enhanced into the same relative
 path inside OUT. `-` as the input reads one WAV from stdin (sizes may be unknown).
 
-Flags override --config, which overrides --preset.")]
+Settings apply in order: the preset (--preset, else the `preset` key of the --config
+file, else voice-chat), then the values in the --config file, then the other flags.")]
 pub struct EnhanceArgs {
     /// Input WAV files or folders (searched recursively for .wav files); `-` is stdin.
     #[arg(value_name = "IN", required_unless_present = "print_config")]
