@@ -6,10 +6,17 @@
 //!   → downmix / pick channel → sanitise NaN/Inf
 //!   → resample to 48 kHz (rubato, streaming)
 //!   → 10 ms frames: high-pass? → RNNoise (+ voice probability) → VAD state machine
-//!                   → spectral gate (guided by the noisy input) → strength mix
-//!                   → AGC + limiter → bypass cross-fade
+//!                   → spectral gate (guided by the noisy input) → AGC + limiter
 //!   → resample to the output rate
+//!   → strength / attenuation-limit mix and bypass cross-fade with the dry input
 //! ```
+//!
+//! **Dry path.** The strength mix, the attenuation limit and the bypass blend the
+//! enhanced signal with the latency-aligned input at the output rate, after every
+//! stage: strength 0 and bypass give the input itself. When the output rate is the
+//! input rate, the dry signal is the (downmixed) input delayed by
+//! [`Pipeline::latency`], untouched by any resampler, so bypass is bit-exact at every
+//! rate; otherwise it is the 48 kHz input resampled along with the enhanced signal.
 //!
 //! **Streaming equals offline.** Input is gathered into fixed chunks and frames
 //! internally, so the output does not depend on how the caller splits the input: one
@@ -41,8 +48,8 @@ use crate::error::{Error, Result};
 const MONO_CHUNK: usize = 1024;
 /// Events kept for the caller before the oldest is dropped.
 const EVENT_CAPACITY: usize = 256;
-/// Length of the strength and bypass cross-fades, samples at 48 kHz.
-const RAMP_LEN: usize = FRAME_LEN;
+/// Extra room in the dry ring beyond the latency and the internal chunking, samples.
+const DRY_SLACK: usize = 4096;
 
 /// A linear parameter ramp, one step per sample.
 #[derive(Clone, Copy, Debug)]
@@ -61,9 +68,10 @@ impl Ramp {
         }
     }
 
-    fn set(&mut self, target: f32) {
+    /// Moves to `target` over `len` samples.
+    fn set(&mut self, target: f32, len: usize) {
         self.target = target;
-        self.step = (target - self.value) / RAMP_LEN as f32;
+        self.step = (target - self.value) / len.max(1) as f32;
     }
 
     fn is_steady_at(&self, v: f32) -> bool {
@@ -83,17 +91,6 @@ impl Ramp {
         }
         self.value
     }
-
-    /// `out = w·wet + (1−w)·dry` with `w` ramping.
-    fn mix(&mut self, wet: &mut Frame, dry: &Frame) {
-        if self.is_steady_at(1.0) {
-            return;
-        }
-        for (y, d) in wet.iter_mut().zip(dry) {
-            let w = self.next();
-            *y = w * *y + (1.0 - w) * d;
-        }
-    }
 }
 
 /// The 48 kHz frame chain.
@@ -110,10 +107,6 @@ struct Chain {
     guide: Frame,
     dry_delay: DelayLine,
     dry: Frame,
-    wet_mix: Ramp,
-    bypass_mix: Ramp,
-    strength: f32,
-    floor: f32,
     frames: u64,
 }
 
@@ -137,8 +130,6 @@ impl Chain {
         };
         let rnn_latency = rnnoise.as_ref().map_or(0, |r| r.latency());
         let gate_latency = gate.as_ref().map_or(0, |g| g.latency());
-        let floor = config.atten_limit_db.map_or(0.0, |l| db_to_gain(-l));
-        let strength = config.strength;
         Ok(Self {
             assembler: [0.0; FRAME_LEN],
             fill: 0,
@@ -148,10 +139,6 @@ impl Chain {
             guide: [0.0; FRAME_LEN],
             dry_delay: DelayLine::new(rnn_latency + gate_latency),
             dry: [0.0; FRAME_LEN],
-            wet_mix: Ramp::new(strength * (1.0 - floor)),
-            bypass_mix: Ramp::new(if config.bypass { 0.0 } else { 1.0 }),
-            strength,
-            floor,
             frames: 0,
             highpass,
             rnnoise,
@@ -187,7 +174,9 @@ impl Chain {
         v
     }
 
-    fn push(&mut self, mut x: &[f32], emit: &mut impl FnMut(&Frame, Option<VadEvent>)) {
+    /// Takes 48 kHz samples; hands every finished frame to `emit` with the input frame
+    /// delayed by the chain's latency (the dry signal) and the VAD event it caused.
+    fn push(&mut self, mut x: &[f32], emit: &mut impl FnMut(&Frame, &Frame, Option<VadEvent>)) {
         while !x.is_empty() {
             let take = (FRAME_LEN - self.fill).min(x.len());
             self.assembler[self.fill..self.fill + take].copy_from_slice(&x[..take]);
@@ -197,7 +186,7 @@ impl Chain {
                 self.fill = 0;
                 let mut frame = self.assembler;
                 let event = self.process_frame(&mut frame);
-                emit(&frame, event);
+                emit(&frame, &self.dry, event);
             }
         }
     }
@@ -226,11 +215,9 @@ impl Chain {
                 g.process(frame, &mut info);
             }
         }
-        self.wet_mix.mix(frame, &self.dry);
         if let Some(agc) = &mut self.agc {
             agc.process(frame, &mut info);
         }
-        self.bypass_mix.mix(frame, &self.dry);
         event
     }
 
@@ -255,8 +242,96 @@ impl Chain {
         self.vad.reset();
         self.guide_delay.reset();
         self.dry_delay.reset();
-        self.wet_mix = Ramp::new(self.wet_mix.target);
-        self.bypass_mix = Ramp::new(self.bypass_mix.target);
+    }
+}
+
+/// The last stage, at the output rate: blends the enhanced signal with the dry input
+/// (strength, attenuation limit, bypass).
+///
+/// The dry signal is kept in a ring indexed by absolute output position, so that
+/// output sample `n` is always blended with dry sample `n`, whatever the chunking.
+struct OutputMix {
+    ring: Vec<f32>,
+    /// Dry samples written so far (the next one's output position).
+    written: u64,
+    /// Zeros written at the start (the latency, when the dry signal is the input).
+    pad: usize,
+    /// `strength × (1 − floor)`.
+    wet: Ramp,
+    /// 1 processing, 0 bypassed.
+    bypass: Ramp,
+    floor: f32,
+    ramp_len: usize,
+    scratch: Vec<f32>,
+}
+
+impl OutputMix {
+    fn new(config: &Config, output_rate: u32, pad: usize, lead: usize) -> Self {
+        let floor = config.atten_limit_db.map_or(0.0, |l| db_to_gain(-l));
+        let mut this = Self {
+            ring: vec![0.0; (pad + lead + DRY_SLACK).next_power_of_two()],
+            written: 0,
+            pad,
+            wet: Ramp::new(config.strength * (1.0 - floor)),
+            bypass: Ramp::new(if config.bypass { 0.0 } else { 1.0 }),
+            floor,
+            ramp_len: (output_rate as usize / 100).max(1),
+            scratch: vec![0.0; FRAME_LEN],
+        };
+        this.reset();
+        this
+    }
+
+    fn push(&mut self, dry: &[f32]) {
+        let mask = self.ring.len() - 1;
+        for &d in dry {
+            self.ring[self.written as usize & mask] = d;
+            self.written += 1;
+        }
+    }
+
+    fn push_zeros(&mut self, n: usize) {
+        let mask = self.ring.len() - 1;
+        for _ in 0..n {
+            self.ring[self.written as usize & mask] = 0.0;
+            self.written += 1;
+        }
+    }
+
+    /// Dry sample at output position `n` (silence before the start and after the end).
+    #[inline]
+    fn dry(&self, n: u64) -> f32 {
+        if n < self.written && self.written - n <= self.ring.len() as u64 {
+            self.ring[n as usize & (self.ring.len() - 1)]
+        } else {
+            0.0
+        }
+    }
+
+    /// Blends `wet`, output positions `start..`, with the dry signal and hands the result
+    /// to `sink`.
+    fn mix(&mut self, start: u64, wet: &[f32], sink: &mut impl FnMut(&[f32])) {
+        if self.wet.is_steady_at(1.0) && self.bypass.is_steady_at(1.0) {
+            sink(wet);
+            return;
+        }
+        let mut pos = start;
+        for chunk in wet.chunks(self.scratch.len()) {
+            for (i, &x) in chunk.iter().enumerate() {
+                let w = self.wet.next() * self.bypass.next();
+                let d = self.dry(pos + i as u64);
+                self.scratch[i] = w * x + (1.0 - w) * d;
+            }
+            pos += chunk.len() as u64;
+            sink(&self.scratch[..chunk.len()]);
+        }
+    }
+
+    fn reset(&mut self) {
+        self.written = 0;
+        self.push_zeros(self.pad);
+        self.wet = Ramp::new(self.wet.target);
+        self.bypass = Ramp::new(self.bypass.target);
     }
 }
 
@@ -270,6 +345,10 @@ pub struct Pipeline {
     front: StreamResampler,
     chain: Chain,
     back: StreamResampler,
+    /// The dry signal's own output resampler, when the output rate differs from the
+    /// input rate (otherwise the dry signal is the input itself).
+    dry_back: Option<StreamResampler>,
+    mix: OutputMix,
     events: VecDeque<VadEvent>,
     events_dropped: u64,
     input_frames: u64,
@@ -286,10 +365,30 @@ impl Pipeline {
         check_sample_rate(input_rate)?;
         let output_rate = config.output_rate.unwrap_or(input_rate);
         let downmix = Downmixer::new(channels, config.channel)?;
+        let front = StreamResampler::new(input_rate, SAMPLE_RATE, config.resampler)?;
+        let back = StreamResampler::new(SAMPLE_RATE, output_rate, config.resampler)?;
+        let chain = Chain::new(config)?;
+        let latency = total_latency(&front, &chain, &back, output_rate);
+        let (dry_back, pad) = if output_rate == input_rate {
+            (None, latency)
+        } else {
+            let twin = StreamResampler::new(SAMPLE_RATE, output_rate, config.resampler)?;
+            (Some(twin), 0)
+        };
+        // How far the dry input can run ahead of the output: one internal chunk of
+        // input, and what the resamplers and the frame assembler hold.
+        let held = rescale(
+            (MONO_CHUNK + front.chunk_len()) as u64,
+            input_rate,
+            output_rate,
+        ) as usize
+            + rescale(4 * FRAME_LEN as u64, SAMPLE_RATE, output_rate) as usize;
         Ok(Self {
-            front: StreamResampler::new(input_rate, SAMPLE_RATE, config.resampler)?,
-            back: StreamResampler::new(SAMPLE_RATE, output_rate, config.resampler)?,
-            chain: Chain::new(config)?,
+            mix: OutputMix::new(config, output_rate, pad, held),
+            dry_back,
+            front,
+            back,
+            chain,
             config: config.clone(),
             input_rate,
             output_rate,
@@ -327,10 +426,7 @@ impl Pipeline {
     /// Total latency in output samples: output sample `n` belongs to input instant
     /// `n - latency()`.
     pub fn latency(&self) -> usize {
-        let at_48k = self.front.latency_exact() + self.chain.latency() as f64;
-        let total =
-            at_48k * self.output_rate as f64 / SAMPLE_RATE as f64 + self.back.latency_exact();
-        total.round() as usize
+        total_latency(&self.front, &self.chain, &self.back, self.output_rate)
     }
 
     /// The latency of each 48 kHz stage in the chain, in order, samples at 48 kHz.
@@ -386,15 +482,16 @@ impl Pipeline {
             )));
         }
         self.config.strength = strength;
-        self.chain.strength = strength;
-        self.chain.wet_mix.set(strength * (1.0 - self.chain.floor));
+        let mix = &mut self.mix;
+        mix.wet.set(strength * (1.0 - mix.floor), mix.ramp_len);
         Ok(())
     }
 
     /// Switches bypass on or off, with a 10 ms cross-fade; the latency does not change.
     pub fn set_bypass(&mut self, bypass: bool) {
         self.config.bypass = bypass;
-        self.chain.bypass_mix.set(if bypass { 0.0 } else { 1.0 });
+        let mix = &mut self.mix;
+        mix.bypass.set(if bypass { 0.0 } else { 1.0 }, mix.ramp_len);
     }
 
     /// Gives the spectral gate a noise profile measured from a noise-only clip
@@ -444,6 +541,10 @@ impl Pipeline {
         self.front.reset();
         self.chain.reset();
         self.back.reset();
+        if let Some(r) = self.dry_back.as_mut() {
+            r.reset();
+        }
+        self.mix.reset();
         self.events.clear();
         self.events_dropped = 0;
         self.input_frames = 0;
@@ -547,6 +648,9 @@ impl Pipeline {
             self.downmix.process(chunk, &mut self.mono);
             self.non_finite += sanitize(&mut self.mono[..frames]) as u64;
             self.input_frames += frames as u64;
+            if self.dry_back.is_none() {
+                self.mix.push(&self.mono[..frames]);
+            }
             let mut produced = 0u64;
             let mut counting = |x: &[f32]| {
                 produced += x.len() as u64;
@@ -557,16 +661,24 @@ impl Pipeline {
                 front,
                 chain,
                 back,
+                dry_back,
+                mix,
                 events,
                 events_dropped,
                 output_rate,
+                output_frames,
                 ..
             } = self;
             feed(
                 &mono[..frames],
-                front,
-                chain,
-                back,
+                Stages {
+                    front,
+                    chain,
+                    back,
+                    dry_back: dry_back.as_mut(),
+                    mix,
+                },
+                *output_frames,
                 &mut EventQueue {
                     events,
                     dropped: events_dropped,
@@ -580,20 +692,31 @@ impl Pipeline {
     }
 
     fn feed_mono_zeros(&mut self, zeros: &[f32], sink: &mut impl FnMut(&[f32])) -> Result<()> {
+        if self.dry_back.is_none() {
+            self.mix.push_zeros(zeros.len());
+        }
         let Self {
             front,
             chain,
             back,
+            dry_back,
+            mix,
             events,
             events_dropped,
             output_rate,
+            output_frames,
             ..
         } = self;
         feed(
             zeros,
-            front,
-            chain,
-            back,
+            Stages {
+                front,
+                chain,
+                back,
+                dry_back: dry_back.as_mut(),
+                mix,
+            },
+            *output_frames,
             &mut EventQueue {
                 events,
                 dropped: events_dropped,
@@ -610,19 +733,36 @@ struct EventQueue<'a> {
     output_rate: u32,
 }
 
+/// The stages `feed` drives, borrowed from the pipeline.
+struct Stages<'a> {
+    front: &'a mut StreamResampler,
+    chain: &'a mut Chain,
+    back: &'a mut StreamResampler,
+    dry_back: Option<&'a mut StreamResampler>,
+    mix: &'a mut OutputMix,
+}
+
+/// Runs mono input through the stages; `position` is the output position of the first
+/// sample this call produces.
 fn feed(
     mono: &[f32],
-    front: &mut StreamResampler,
-    chain: &mut Chain,
-    back: &mut StreamResampler,
+    stages: Stages<'_>,
+    mut position: u64,
     queue: &mut EventQueue<'_>,
     sink: &mut impl FnMut(&[f32]),
 ) -> Result<()> {
+    let Stages {
+        front,
+        chain,
+        back,
+        mut dry_back,
+        mix,
+    } = stages;
     let post_vad = chain.post_vad_latency() as u64;
     let back_latency = back.latency() as u64;
     let mut result = Ok(());
     front.process(mono, &mut |x48| {
-        chain.push(x48, &mut |frame, event| {
+        chain.push(x48, &mut |frame, dry, event| {
             if let Some(mut e) = event {
                 e.position =
                     rescale(e.position + post_vad, SAMPLE_RATE, queue.output_rate) + back_latency;
@@ -632,12 +772,35 @@ fn feed(
                 }
                 queue.events.push_back(e);
             }
-            if let Err(e) = back.process(frame, sink) {
+            if let Some(r) = dry_back.as_deref_mut() {
+                if let Err(e) = r.process(dry, &mut |d| mix.push(d)) {
+                    result = Err(e);
+                }
+            }
+            let mixed = back.process(frame, &mut |wet| {
+                mix.mix(position, wet, sink);
+                position += wet.len() as u64;
+            });
+            if let Err(e) = mixed {
                 result = Err(e);
             }
         })
     })?;
     result
+}
+
+/// The latency of the stages in output samples.
+fn total_latency(
+    front: &StreamResampler,
+    chain: &Chain,
+    back: &StreamResampler,
+    output_rate: u32,
+) -> usize {
+    // Summed with their fractions and rounded once, so that the rounding of each stage
+    // does not add up.
+    let at_48k = front.latency_exact() + chain.latency() as f64;
+    let total = at_48k * f64::from(output_rate) / f64::from(SAMPLE_RATE) + back.latency_exact();
+    total.round().max(0.0) as usize
 }
 
 /// `n` samples at rate `from` expressed at rate `to`, rounded to nearest.
@@ -747,3 +910,135 @@ const _: () = {
     assert_send::<Aligner>();
     assert_send::<Config>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Preset;
+    use crate::dsp::convert::ChannelMode;
+
+    /// A deterministic noisy test signal with no exact zeros.
+    fn signal(len: usize) -> Vec<f32> {
+        let mut state = 0x1234_5678u32;
+        (0..len)
+            .map(|i| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+                0.3 * (i as f32 * 0.05).sin() + 0.2 * noise + 0.01
+            })
+            .collect()
+    }
+
+    fn run_chunked(
+        config: &Config,
+        x: &[f32],
+        rate: u32,
+        channels: usize,
+        chunk: usize,
+    ) -> Vec<f32> {
+        let mut a = Aligner::new(Pipeline::new(config, rate, channels).unwrap());
+        let mut out = Vec::new();
+        for c in x.chunks(chunk * channels) {
+            a.process(c, &mut out).unwrap();
+        }
+        a.finish(&mut out).unwrap();
+        out
+    }
+
+    fn strength_zero() -> Config {
+        Config {
+            strength: 0.0,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn bypass_and_strength_zero_give_the_input_at_every_rate() {
+        for rate in [8_000, 16_000, 44_100, 48_000, 96_000] {
+            let x = signal(rate as usize / 4);
+            for config in [Preset::Bypass.config(), strength_zero()] {
+                for chunk in [1, 441, 4096] {
+                    let y = run_chunked(&config, &x, rate, 1, chunk);
+                    assert!(y == x, "rate {rate}, chunk {chunk}, {:?}", config.preset);
+                }
+            }
+            // Several channels: their downmix, exactly.
+            let stereo: Vec<f32> = x.iter().flat_map(|&v| [v, 0.5 * v]).collect();
+            let mut mono = vec![0.0; x.len()];
+            Downmixer::new(2, ChannelMode::Downmix)
+                .unwrap()
+                .process(&stereo, &mut mono);
+            let y = run_chunked(&Preset::Bypass.config(), &stereo, rate, 2, 1000);
+            assert!(y == mono, "stereo at {rate}");
+        }
+    }
+
+    #[test]
+    fn strength_zero_equals_bypass_when_resampling() {
+        let x = signal(12_000);
+        let resampled = |c: Config| Config {
+            output_rate: Some(24_000),
+            ..c
+        };
+        let bypass = run_chunked(&resampled(Preset::Bypass.config()), &x, 16_000, 1, 4096);
+        let dry = run_chunked(&resampled(strength_zero()), &x, 16_000, 1, 333);
+        assert_eq!(bypass.len(), 18_000);
+        assert!(bypass == dry);
+        // And it is the input, resampled and aligned: a 440 Hz tone stays in place, to
+        // within the half sample that whole-sample latency compensation leaves here
+        // (47.5 + 15 samples of delay at 24 kHz); 0.03 is a third of a sample's error.
+        let tone = |rate: f32, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| 0.5 * (std::f32::consts::TAU * 440.0 * i as f32 / rate).sin())
+                .collect()
+        };
+        let y = run_chunked(
+            &resampled(Preset::Bypass.config()),
+            &tone(16_000.0, 12_000),
+            16_000,
+            1,
+            4096,
+        );
+        let expected = tone(24_000.0, 18_000);
+        let err = (2_000..16_000)
+            .map(|i| (y[i] - expected[i]).abs())
+            .fold(0.0f32, f32::max);
+        assert!(err < 0.035, "{err}");
+    }
+
+    #[test]
+    fn partial_strength_does_not_depend_on_chunking() {
+        for (rate, out) in [(16_000, None), (16_000, Some(24_000)), (48_000, None)] {
+            let config = Config {
+                strength: 0.5,
+                atten_limit_db: Some(12.0),
+                output_rate: out,
+                ..Config::default()
+            };
+            let x = signal(rate as usize / 2);
+            let whole = run_chunked(&config, &x, rate, 1, x.len());
+            for chunk in [1, 100, 4096] {
+                assert!(
+                    run_chunked(&config, &x, rate, 1, chunk) == whole,
+                    "{rate} -> {out:?}, chunk {chunk}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn switching_to_bypass_while_running_ends_on_the_input() {
+        let rate = 16_000;
+        let x = signal(rate as usize);
+        let mut a = Aligner::new(Pipeline::new(&Config::default(), rate, 1).unwrap());
+        let mut y = Vec::new();
+        a.process(&x[..8_000], &mut y).unwrap();
+        a.pipeline_mut().set_bypass(true);
+        a.process(&x[8_000..], &mut y).unwrap();
+        a.finish(&mut y).unwrap();
+        assert_eq!(y.len(), x.len());
+        assert!(y[..4_000] != x[..4_000], "processing before the switch");
+        // The cross-fade is done 10 ms after the switch point plus the latency.
+        assert!(y[9_000..] == x[9_000..]);
+    }
+}

@@ -1,1 +1,343 @@
-fn main() {}
+//! The `clearvox` command line: argument parsing, error reporting and dispatch.
+//!
+//! Every error reaches the user as one line, `error: <message>`, with the causes joined
+//! by ": ", and a non-zero exit code; warnings are one line each too. A panic is turned
+//! into such a line as well, never a backtrace.
+
+mod enhance;
+mod levels;
+mod metrics_cmd;
+mod plan;
+mod progress;
+mod report;
+mod settings;
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use clearvox::config::Preset;
+use clearvox::dsp::spectral_gate::GateMode;
+use clearvox::io::OutputFormat;
+
+/// Exit code of a command-line usage error (clap's convention).
+const USAGE_ERROR: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "clearvox",
+    version,
+    about = "Voice enhancement with spectral gating and RNNoise",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Enhance WAV files, or folders of WAV files, into mono WAV files.
+    Enhance(EnhanceArgs),
+    /// Compare an enhanced file with its clean reference (delay, SNR, SI-SDR, segmental
+    /// SNR, STOI).
+    Metrics(MetricsArgs),
+}
+
+/// Arguments of `clearvox enhance`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+With one input file, OUT is the output file (or an existing folder to write it into);
+`-o -` writes the WAV to stdout. With a folder or several inputs, OUT must be an
+existing folder: every .wav file below a folder is enhanced into the same relative
+path inside OUT. `-` as the input reads one WAV from stdin (sizes may be unknown).
+
+Settings apply in order: the preset (--preset, else the `preset` key of the --config
+file, else voice-chat), then the values in the --config file, then the other flags.")]
+pub struct EnhanceArgs {
+    /// Input WAV files or folders (searched recursively for .wav files); `-` is stdin.
+    #[arg(value_name = "IN", required_unless_present = "print_config")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Output file, or folder for a folder or several inputs; `-` is stdout.
+    #[arg(
+        short,
+        long,
+        value_name = "OUT",
+        required_unless_present = "print_config"
+    )]
+    pub output: Option<PathBuf>,
+
+    /// Starting configuration [default: voice-chat].
+    #[arg(long, value_enum, value_name = "PRESET")]
+    pub preset: Option<PresetArg>,
+
+    /// Configuration file (TOML: an optional `preset` key and overrides of any field).
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+
+    /// Mix of the enhanced signal with the dry input: 0 = dry, 1 = fully enhanced.
+    #[arg(long, value_name = "0..1")]
+    pub strength: Option<f32>,
+
+    /// Never remove more than this many dB in all (the dry input is mixed back in).
+    #[arg(long, value_name = "DB")]
+    pub atten_limit_db: Option<f32>,
+
+    /// Spectral gate noise estimator.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub gate: Option<GateArg>,
+
+    /// RNNoise stage.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub rnnoise: Option<Switch>,
+
+    /// Noise-only WAV clip to take the gate's noise profile from (implies
+    /// `--gate stationary` unless --gate is given).
+    #[arg(long, value_name = "FILE.wav")]
+    pub noise_profile: Option<PathBuf>,
+
+    /// Output sample rate in Hz [default: the input's].
+    #[arg(long, value_name = "HZ")]
+    pub output_rate: Option<u32>,
+
+    /// Output sample format [default: follows the input: 8/16-bit → s16, 24-bit → s24,
+    /// 32-bit → f32].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<FormatArg>,
+
+    /// Write a JSON report (per file: rates, duration, speed, latency, speech segments,
+    /// noise levels, warnings; the effective configuration; totals).
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+
+    /// Files processed in parallel [default: the number of cores].
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+
+    /// No progress bar and no closing summary (warnings and errors are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Print `PROC_S=<seconds>` (time spent processing the files) to stderr.
+    #[arg(long, hide = true)]
+    pub timing: bool,
+}
+
+/// Arguments of `clearvox metrics`.
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// The clean reference WAV file.
+    #[arg(long, value_name = "CLEAN.wav")]
+    pub reference: PathBuf,
+
+    /// The WAV file to score (resampled to the reference's rate if they differ).
+    #[arg(long, value_name = "OUT.wav")]
+    pub test: PathBuf,
+
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--preset` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PresetArg {
+    /// RNNoise and the spectral gate, low latency (the default).
+    VoiceChat,
+    /// Longer gate window and FFT resampling: for offline files.
+    MaxQuality,
+    /// The spectral gate alone, without RNNoise.
+    LowCpu,
+    /// No processing (the input, mono, resampled if asked).
+    Bypass,
+}
+
+impl From<PresetArg> for Preset {
+    fn from(p: PresetArg) -> Self {
+        match p {
+            PresetArg::VoiceChat => Preset::VoiceChat,
+            PresetArg::MaxQuality => Preset::MaxQuality,
+            PresetArg::LowCpu => Preset::LowCpu,
+            PresetArg::Bypass => Preset::Bypass,
+        }
+    }
+}
+
+/// `--gate` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GateArg {
+    /// A fixed noise profile (from --noise-profile, or learned from non-speech).
+    Stationary,
+    /// A running noise tracker.
+    Nonstationary,
+    /// No spectral gate.
+    Off,
+}
+
+impl From<GateArg> for GateMode {
+    fn from(g: GateArg) -> Self {
+        match g {
+            GateArg::Stationary => GateMode::Stationary,
+            GateArg::Nonstationary => GateMode::Nonstationary,
+            GateArg::Off => GateMode::Off,
+        }
+    }
+}
+
+/// An on/off switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// `--format` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FormatArg {
+    /// 16-bit integer PCM.
+    S16,
+    /// 24-bit integer PCM.
+    S24,
+    /// 32-bit IEEE float.
+    F32,
+}
+
+impl From<FormatArg> for OutputFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::S16 => OutputFormat::S16,
+            FormatArg::S24 => OutputFormat::S24,
+            FormatArg::F32 => OutputFormat::F32,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Panics are reported as one error line by `catch` below, never with the default
+    // multi-line message and backtrace hint.
+    panic::set_hook(Box::new(|_| {}));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    match catch(|| run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Enhance(args) => enhance::run(&args),
+        Command::Metrics(args) => metrics_cmd::run(&args),
+    }
+}
+
+/// Runs `f`, turning a panic into an error ("internal error: ...").
+pub fn catch<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(anyhow::anyhow!("internal error: {what}"))
+        }
+    }
+}
+
+/// An error and its causes as one line: the messages joined by ": ", leaving out a
+/// cause whose text the line already holds (many errors repeat their source's text).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = flatten(&without_errno(&cause.to_string()));
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// An OS error's text without the trailing " (os error N)".
+pub fn without_errno(s: &str) -> String {
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s.to_string(),
+    }
+}
+
+/// `e` as an error about `what` (e.g. "noise profile") read from `path`: the path is
+/// added unless the message already names it.
+pub fn about(what: &str, path: &std::path::Path, e: impl Into<anyhow::Error>) -> anyhow::Error {
+    let e = e.into();
+    let shown = path.display().to_string();
+    if e.to_string().contains(&shown) {
+        e.context(what.to_string())
+    } else {
+        e.context(format!("{what} {shown}"))
+    }
+}
+
+/// `s` with every run of whitespace that contains a line break made one space.
+pub fn flatten(s: &str) -> String {
+    if !s.contains(['\n', '\r']) {
+        return s.trim().to_string();
+    }
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Prints a clap error: help and version as clap renders them (exit 0), anything else
+/// as one `error:` line (exit 2).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(USAGE_ERROR)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let rendered = e.render().to_string();
+    let mut message = String::new();
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        let line = line.strip_prefix("error:").unwrap_or(line).trim();
+        if line.is_empty() {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(if message.ends_with(':') { " " } else { "; " });
+        }
+        message.push_str(line);
+    }
+    eprintln!("error: {message} (see --help)");
+    ExitCode::from(USAGE_ERROR)
+}

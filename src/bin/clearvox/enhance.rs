@@ -1,0 +1,326 @@
+//! `clearvox enhance`: files and folders through the pipeline, streaming.
+//!
+//! Each file is read in chunks by [`WavReader`], run through an [`Aligner`] (so the
+//! output lines up with the input and has its duration) and written by a
+//! [`WavFileWriter`] (a temporary file renamed over the target at the end): memory does
+//! not grow with the file's length, and a failure leaves no output behind and an
+//! existing one untouched. Only `-o -` keeps the output in memory, because a WAV
+//! header written to a pipe must carry the sizes before the audio.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use rayon::prelude::*;
+
+use clearvox::dsp::convert::Downmixer;
+use clearvox::io::{write_wav_to, OutputFormat, WavFileWriter, WavReader};
+use clearvox::{Aligner, Pipeline};
+
+use crate::levels::{segments, LevelMeter};
+use crate::plan::{self, Input, Job, Output};
+use crate::progress::Ui;
+use crate::report::{self, Failure, FileReport, Report, Totals};
+use crate::settings::{self, os_reason, Settings};
+use crate::EnhanceArgs;
+
+/// Input frames read and processed per step.
+const CHUNK_FRAMES: usize = 4096;
+
+/// Runs `clearvox enhance`.
+pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
+    let config = settings::build_config(args)?;
+    if args.print_config {
+        print!("{}", config.to_toml_string()?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let output = args
+        .output
+        .as_deref()
+        .ok_or_else(|| anyhow!("no output given: use -o OUT"))?;
+    let started = Instant::now();
+    if let Some(path) = &args.report {
+        report::check_path(path)?;
+    }
+    let plan = plan::plan(&args.inputs, output)?;
+    let noise = settings::read_noise_clip(args)?;
+    if let Some(clip) = &noise {
+        // Fail once, before any file, if the clip cannot give a profile.
+        Pipeline::new(&config, clip.rate, clip.channels)
+            .and_then(|mut p| p.set_noise_profile(&clip.samples, clip.rate, clip.channels))
+            .with_context(|| format!("noise profile {}", clip.path.display()))?;
+    }
+    let ui = Ui::new(args.quiet, plan.jobs.len(), plan.batch);
+    if let Some(clip) = &noise {
+        for w in &clip.warnings {
+            ui.warn(&clip.path.display().to_string(), w);
+        }
+    }
+    let settings = Settings {
+        config,
+        format: args.format.map(OutputFormat::from),
+        noise,
+    };
+
+    let outcomes: Vec<Result<FileReport, Failure>> = if plan.jobs.len() == 1 {
+        vec![run_job(&plan.jobs[0], &settings, &ui)]
+    } else {
+        let threads = match args.jobs {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("clearvox-{i}"))
+            .build()
+            .context("cannot start the worker threads")?;
+        pool.install(|| {
+            plan.jobs
+                .par_iter()
+                .map(|job| run_job(job, &settings, &ui))
+                .collect()
+        })
+    };
+    let wall_s = started.elapsed().as_secs_f64();
+    ui.finish();
+
+    let (done, failed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|o| o.is_ok());
+    let done: Vec<FileReport> = done.into_iter().filter_map(Result::ok).collect();
+    let failed: Vec<Failure> = failed.into_iter().filter_map(Result::err).collect();
+    let audio_s: f64 = done.iter().map(|r| r.duration_s).sum();
+
+    if !args.quiet && (!done.is_empty() || plan.batch) {
+        ui.line(&format!(
+            "enhanced {} file(s), {:.2} s of audio in {:.2} s ({:.1}× real time)",
+            done.len(),
+            audio_s,
+            wall_s,
+            audio_s / wall_s.max(1e-9)
+        ));
+    }
+    for f in &failed {
+        eprintln!("error: {}", f.error);
+    }
+    if plan.batch && !failed.is_empty() {
+        eprintln!(
+            "error: {} of {} file(s) failed",
+            failed.len(),
+            plan.jobs.len()
+        );
+    }
+    if args.timing {
+        eprintln!("PROC_S={wall_s:.6}");
+    }
+    if let Some(path) = &args.report {
+        let totals = Totals {
+            files: done.len(),
+            failed: failed.len(),
+            duration_s: audio_s,
+            processing_s: done.iter().map(|r| r.processing_s).sum(),
+            wall_s,
+            real_time_factor: if audio_s > 0.0 { wall_s / audio_s } else { 0.0 },
+        };
+        report::write(
+            path,
+            &Report {
+                clearvox_version: env!("CARGO_PKG_VERSION"),
+                config: &settings.config,
+                files: &done,
+                failures: &failed,
+                totals,
+            },
+        )?;
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Enhances one file; a failure (or a panic) becomes a [`Failure`] naming the input.
+fn run_job(job: &Job, settings: &Settings, ui: &Ui) -> Result<FileReport, Failure> {
+    let result = crate::catch(|| enhance_file(job, settings, ui));
+    ui.file_done();
+    result.map_err(|e| {
+        let input = job.input_name();
+        let message = crate::one_line(&e);
+        let error = if message.contains(&input) {
+            message
+        } else {
+            let shown = if input == "-" { "stdin" } else { &input };
+            format!("{shown}: {message}")
+        };
+        Failure {
+            input,
+            output: job.output_name(),
+            error,
+        }
+    })
+}
+
+fn enhance_file(job: &Job, settings: &Settings, ui: &Ui) -> Result<FileReport> {
+    let started = Instant::now();
+    match &job.input {
+        Input::Stdin => {
+            let stdin = io::stdin();
+            enhance_stream(WavReader::new(stdin.lock())?, job, settings, ui, started)
+        }
+        Input::File(path) => {
+            let file = File::open(path)
+                .map_err(|e| anyhow!("cannot open {}: {}", path.display(), os_reason(&e)))?;
+            enhance_stream(WavReader::new(file)?, job, settings, ui, started)
+        }
+    }
+}
+
+fn enhance_stream<R: Read>(
+    mut reader: WavReader<R>,
+    job: &Job,
+    settings: &Settings,
+    ui: &Ui,
+    started: Instant,
+) -> Result<FileReport> {
+    let spec = reader.spec();
+    let channels = usize::from(spec.channels);
+    let mut pipeline = Pipeline::new(&settings.config, spec.sample_rate, channels)?;
+    if let Some(clip) = &settings.noise {
+        pipeline
+            .set_noise_profile(&clip.samples, clip.rate, clip.channels)
+            .with_context(|| format!("noise profile {}", clip.path.display()))?;
+    }
+    let latency = pipeline.latency();
+    let out_rate = pipeline.output_rate();
+    let format = settings
+        .format
+        .unwrap_or_else(|| OutputFormat::for_input(spec.format));
+    let downmix = Downmixer::new(channels, settings.config.channel)?;
+    let mut sink = Sink::open(&job.output, out_rate, format)?;
+    let mut aligner = Aligner::new(pipeline);
+
+    let bar = ui.file_bar(&job.input_name(), reader.len_frames(), spec.sample_rate);
+    let mut input = vec![0.0f32; CHUNK_FRAMES * channels];
+    let mut mono = vec![0.0f32; CHUNK_FRAMES];
+    let mut out = Vec::with_capacity(aligner.pipeline().output_len_max(CHUNK_FRAMES) + 1);
+    let mut in_meter = LevelMeter::new(spec.sample_rate);
+    let mut out_meter = LevelMeter::new(out_rate);
+    loop {
+        let n = reader.read_frames(&mut input)?;
+        if n == 0 {
+            break;
+        }
+        let frames = n / channels;
+        downmix.process(&input[..n], &mut mono);
+        in_meter.push(&mono[..frames]);
+        aligner.process(&input[..n], &mut out)?;
+        out_meter.push(&out);
+        sink.write(&out)?;
+        out.clear();
+        bar.advance(frames as u64);
+    }
+    aligner.finish(&mut out)?;
+    out_meter.push(&out);
+    sink.write(&out)?;
+    drop(bar);
+
+    let warnings = reader.warnings();
+    for w in &warnings {
+        ui.warn(&job.input_name(), w);
+    }
+    sink.finish()?;
+
+    let frames_in = in_meter.samples();
+    let frames_out = out_meter.samples();
+    let speech = segments(aligner.events(), frames_out, out_rate);
+    let duration_s = frames_in as f64 / f64::from(spec.sample_rate);
+    let processing_s = started.elapsed().as_secs_f64();
+    Ok(FileReport {
+        input: job.input_name(),
+        output: job.output_name(),
+        sample_rate_in: spec.sample_rate,
+        sample_rate_out: out_rate,
+        channels: spec.channels,
+        format_in: spec.format.name(),
+        format_out: format.name(),
+        frames_in,
+        frames_out,
+        duration_s,
+        processing_s,
+        real_time_factor: processing_s / duration_s.max(1e-12),
+        latency_samples: latency,
+        latency_ms: latency as f64 * 1000.0 / f64::from(out_rate),
+        noise_level_in_dbfs: in_meter.noise_dbfs(&speech),
+        noise_level_out_dbfs: out_meter.noise_dbfs(&speech),
+        speech_segments: speech,
+        warnings,
+    })
+}
+
+/// Where the enhanced samples go.
+enum Sink {
+    File(WavFileWriter),
+    /// For stdout: the header needs the final size before the audio.
+    Memory {
+        samples: Vec<f32>,
+        rate: u32,
+        format: OutputFormat,
+    },
+}
+
+impl Sink {
+    fn open(output: &Output, rate: u32, format: OutputFormat) -> Result<Self> {
+        match output {
+            Output::Stdout => Ok(Self::Memory {
+                samples: Vec::new(),
+                rate,
+                format,
+            }),
+            Output::File {
+                path,
+                create_folders,
+            } => {
+                if *create_folders {
+                    create_parent(path)?;
+                }
+                Ok(Self::File(WavFileWriter::create(path, rate, 1, format)?))
+            }
+        }
+    }
+
+    fn write(&mut self, samples: &[f32]) -> Result<()> {
+        match self {
+            Self::File(w) => w.write(samples)?,
+            Self::Memory { samples: all, .. } => all.extend_from_slice(samples),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Self::File(w) => w.finish()?,
+            Self::Memory {
+                samples,
+                rate,
+                format,
+            } => write_wav_to(io::stdout().lock(), rate, 1, format, &samples)?,
+        }
+        Ok(())
+    }
+}
+
+/// Creates the folders above `path` (inside the output folder of a batch).
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| {
+            anyhow!(
+                "cannot create output folder {}: {}",
+                parent.display(),
+                os_reason(&e)
+            )
+        })?;
+    }
+    Ok(())
+}

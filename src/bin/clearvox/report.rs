@@ -1,0 +1,139 @@
+//! The `--report` JSON document, and writing it atomically.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use clearvox::config::Config;
+
+use crate::levels::Segment;
+use crate::settings::os_reason;
+
+/// What happened to one file that was enhanced.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileReport {
+    /// The input path as given (`-` for stdin).
+    pub input: String,
+    /// The output path (`-` for stdout).
+    pub output: String,
+    pub sample_rate_in: u32,
+    pub sample_rate_out: u32,
+    /// Channels of the input (the output is mono).
+    pub channels: u16,
+    pub format_in: &'static str,
+    pub format_out: &'static str,
+    /// Input frames read.
+    pub frames_in: u64,
+    /// Output samples written (the input's duration at the output rate).
+    pub frames_out: u64,
+    /// Length of the audio, seconds.
+    pub duration_s: f64,
+    /// Time spent on this file, seconds.
+    pub processing_s: f64,
+    /// `processing_s / duration_s`: below 1 is faster than real time.
+    pub real_time_factor: f64,
+    /// The pipeline's latency (compensated in the output), output samples.
+    pub latency_samples: usize,
+    pub latency_ms: f64,
+    /// Speech found by the VAD, seconds from the start.
+    pub speech_segments: Vec<Segment>,
+    /// RMS level over the 10 ms frames outside speech of the mono input (downmix),
+    /// dBFS; `null` when every frame is speech.
+    pub noise_level_in_dbfs: Option<f64>,
+    /// The same over the output.
+    pub noise_level_out_dbfs: Option<f64>,
+    /// What the reader repaired, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// A file that could not be enhanced.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub input: String,
+    pub output: String,
+    pub error: String,
+}
+
+/// Sums over the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Totals {
+    pub files: usize,
+    pub failed: usize,
+    /// Audio enhanced, seconds.
+    pub duration_s: f64,
+    /// Sum of the files' processing times, seconds.
+    pub processing_s: f64,
+    /// Wall-clock time of the run (files in parallel), seconds.
+    pub wall_s: f64,
+    /// `wall_s / duration_s`.
+    pub real_time_factor: f64,
+}
+
+/// The whole report.
+#[derive(Serialize)]
+pub struct Report<'a> {
+    pub clearvox_version: &'static str,
+    pub config: &'a Config,
+    pub files: &'a [FileReport],
+    pub failures: &'a [Failure],
+    pub totals: Totals,
+}
+
+/// Checks, before any work is done, that a report can be written to `path`.
+pub fn check_path(path: &Path) -> Result<()> {
+    let folder = folder_of(path);
+    if !folder.is_dir() {
+        bail!("report folder does not exist: {}", folder.display());
+    }
+    if path.is_dir() {
+        bail!("report path {} is a folder", path.display());
+    }
+    if path.file_name().is_none() {
+        bail!("report path {} does not name a file", path.display());
+    }
+    Ok(())
+}
+
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `report` as pretty JSON to `path` through a temporary file and a rename, so
+/// that the file appears complete or not at all.
+pub fn write(path: &Path, report: &Report<'_>) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(report)?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write report {}: {}", path.display(), os_reason(&e)))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path does not name a file"))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp: PathBuf = folder_of(path).join(temp_name);
+    let result = (|| {
+        let mut f: File = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}

@@ -1,0 +1,104 @@
+//! The effective configuration of `clearvox enhance`: preset, then `--config`, then the
+//! individual flags.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use clearvox::config::{Config, Preset};
+use clearvox::dsp::convert::check_sample_rate;
+use clearvox::dsp::spectral_gate::GateMode;
+use clearvox::io::{read_wav_file, OutputFormat};
+
+use crate::{EnhanceArgs, GateArg, Switch};
+
+/// A noise-only clip for the gate's noise profile.
+pub struct NoiseClip {
+    pub path: PathBuf,
+    pub samples: Vec<f32>,
+    pub rate: u32,
+    pub channels: usize,
+    pub warnings: Vec<String>,
+}
+
+/// Everything every file of a run shares.
+pub struct Settings {
+    pub config: Config,
+    /// `None`: follow each input's format.
+    pub format: Option<OutputFormat>,
+    pub noise: Option<NoiseClip>,
+}
+
+/// The configuration the flags describe (the noise profile is not read here).
+pub fn build_config(args: &EnhanceArgs) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => config_file(path, args.preset.map(Preset::from))?,
+        None => Config::preset(args.preset.map(Preset::from).unwrap_or_default()),
+    };
+    if let Some(s) = args.strength {
+        config.strength = s;
+    }
+    if let Some(l) = args.atten_limit_db {
+        config.atten_limit_db = Some(l);
+    }
+    if let Some(r) = args.rnnoise {
+        config.rnnoise.enabled = r == Switch::On;
+    }
+    if let Some(rate) = args.output_rate {
+        check_sample_rate(rate).context("--output-rate")?;
+        config.output_rate = Some(rate);
+    }
+    match (args.gate, &args.noise_profile) {
+        (Some(GateArg::Off), Some(_)) => bail!(
+            "--noise-profile needs the spectral gate, but --gate is off: \
+             use --gate stationary or nonstationary"
+        ),
+        (Some(g), _) => config.gate.mode = GateMode::from(g),
+        (None, Some(_)) => config.gate.mode = GateMode::Stationary,
+        (None, None) => {}
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Reads a TOML configuration; `preset` (from `--preset`) replaces the file's own.
+fn config_file(path: &Path, preset: Option<Preset>) -> Result<Config> {
+    let text = fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {}", path.display(), os_reason(&e)))?;
+    let text = match preset {
+        None => text,
+        Some(p) => {
+            let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: invalid configuration: {}",
+                    path.display(),
+                    crate::flatten(&e.to_string())
+                )
+            })?;
+            table.insert("preset".into(), toml::Value::String(p.name().into()));
+            toml::to_string(&table)?
+        }
+    };
+    Config::from_toml_str(&text).with_context(|| path.display().to_string())
+}
+
+/// Reads the `--noise-profile` clip, if any.
+pub fn read_noise_clip(args: &EnhanceArgs) -> Result<Option<NoiseClip>> {
+    let Some(path) = &args.noise_profile else {
+        return Ok(None);
+    };
+    let audio = read_wav_file(path).map_err(|e| crate::about("noise profile", path, e))?;
+    Ok(Some(NoiseClip {
+        path: path.clone(),
+        rate: audio.spec.sample_rate,
+        channels: audio.spec.channels as usize,
+        warnings: audio.warnings,
+        samples: audio.samples,
+    }))
+}
+
+/// The OS's description of an I/O error, without " (os error N)".
+pub fn os_reason(e: &std::io::Error) -> String {
+    crate::without_errno(&e.to_string())
+}
