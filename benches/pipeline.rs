@@ -63,6 +63,17 @@ fn stages(c: &mut Criterion) {
         let name = format!("stage/gate_{mode:?}").to_lowercase();
         stage_bench(c, &name, SpectralGate::new(&cfg).unwrap());
     }
+    for fft_size in [960, 1440, 1920] {
+        let cfg = GateConfig {
+            fft_size,
+            ..GateConfig::default()
+        };
+        stage_bench(
+            c,
+            &format!("stage/gate_fft{fft_size}"),
+            SpectralGate::new(&cfg).unwrap(),
+        );
+    }
     let agc = AgcConfig {
         enabled: true,
         ..AgcConfig::default()

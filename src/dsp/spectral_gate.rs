@@ -103,7 +103,7 @@ impl Default for GateConfig {
         Self {
             mode: GateMode::Nonstationary,
             mask: MaskRule::Mmse,
-            fft_size: 1920,
+            fft_size: 1440,
             hop: 480,
             low_delay: true,
             max_attenuation_db: 10.0,
@@ -311,6 +311,7 @@ pub struct SpectralGate {
     floor: f32,
     smooth_bins: usize,
     guided_last_frame: bool,
+    lsa: LsaTable,
 }
 
 impl SpectralGate {
@@ -347,6 +348,7 @@ impl SpectralGate {
             floor: db_to_gain(-config.max_attenuation_db),
             smooth_bins: (config.freq_smooth_hz / bin_hz).round() as usize,
             guided_last_frame: false,
+            lsa: LsaTable::new(),
             config: config.clone(),
         })
     }
@@ -443,6 +445,7 @@ impl SpectralGate {
         compute_mask(
             &self.config,
             &mut MaskState {
+                lsa: &self.lsa,
                 mask: &mut self.mask,
                 prev_snr: &mut self.prev_snr,
                 noise: &self.noise,
@@ -500,11 +503,9 @@ impl SpectralGate {
                     .zip(self.spp_avg.iter_mut())
                 {
                     let post = p / l.max(POWER_EPS);
-                    let mut spp = 1.0 / (1.0 + (1.0 + SPP_XI_H1) * (-post * k).exp());
+                    let spp = 1.0 / (1.0 + (1.0 + SPP_XI_H1) * exp_neg(-post * k));
                     *avg = 0.9 * *avg + 0.1 * spp;
-                    if *avg > 0.99 {
-                        spp = spp.min(0.99);
-                    }
+                    let spp = if *avg > 0.99 { spp.min(0.99) } else { spp };
                     let expected = (1.0 - spp) * p + spp * *l;
                     *l = a * *l + (1.0 - a) * expected;
                 }
@@ -566,6 +567,7 @@ impl SpectralGate {
 }
 
 struct MaskState<'a> {
+    lsa: &'a LsaTable,
     mask: &'a mut [f32],
     prev_snr: &'a mut [f32],
     noise: &'a [f32],
@@ -583,20 +585,21 @@ fn compute_mask(config: &GateConfig, st: &mut MaskState<'_>, spec: &[Complex32],
                 (GateMode::Stationary, Some(p)) => Some(&p.mean_power[..]),
                 _ => None,
             };
+            // Guided, the residual noise is `residual_scale × noise × g²` with RNNoise's
+            // gain g² = min(|Y|²/|X|², 1), so γ = |Y|²/λ = max(|Y|², |X|²)/(scale × noise).
+            let scale = if guided { config.residual_scale } else { 1.0 };
             for k in 0..st.mask.len() {
                 let noise = stationary_power.map_or(st.noise[k], |p| p[k]);
                 let py = spec[k].norm_sqr() + POWER_EPS;
-                let lambda = if guided {
-                    // Residual noise after RNNoise: the input noise scaled by RNNoise's gain².
-                    let g2 = (py / st.guide_power[k]).min(1.0);
-                    (config.residual_scale * noise * g2).max(POWER_EPS)
+                let power = if guided {
+                    py.max(st.guide_power[k])
                 } else {
-                    noise.max(POWER_EPS)
+                    py
                 };
-                let gamma = (py / lambda).min(1e4);
+                let gamma = (power / (scale * noise).max(POWER_EPS)).min(1e4);
                 let xi =
                     (alpha * st.prev_snr[k] + (1.0 - alpha) * (gamma - 1.0).max(0.0)).max(XI_MIN);
-                let g = log_mmse_gain(xi, gamma);
+                let g = st.lsa.gain(xi, gamma);
                 st.prev_snr[k] = g * g * gamma;
                 st.mask[k] = g;
             }
@@ -623,11 +626,76 @@ fn compute_mask(config: &GateConfig, st: &mut MaskState<'_>, spec: &[Complex32],
 }
 
 /// The log-spectral-amplitude estimator's gain, `ξ/(1+ξ) · exp(E1(v)/2)`, `v = ξγ/(1+ξ)`,
-/// capped at 1.
+/// capped at 1. The reference form; the gate uses [`LsaTable`].
+#[cfg(test)]
 fn log_mmse_gain(xi: f32, gamma: f32) -> f32 {
     let r = xi / (1.0 + xi);
-    let v = (r * gamma).max(1e-6);
+    let v = (r * gamma).max(2f32.powi(LsaTable::MIN_EXP));
     (r * (0.5 * exp_integral_e1(v)).exp()).min(1.0)
+}
+
+/// `exp(E1(v)/2)` tabulated on a grid that is uniform within each octave of `v`, so
+/// the index comes straight from the float's exponent and mantissa bits; linear
+/// interpolation between entries. Two transcendental functions per bin and hop were
+/// most of the gate's cost; this is a few multiplies (error below 1e-4 relative).
+struct LsaTable {
+    values: Vec<f32>,
+}
+
+impl LsaTable {
+    /// Lowest octave tabulated: 2^-20 (below it the gain is capped at 1 anyway).
+    const MIN_EXP: i32 = -20;
+    /// Above 2^6 the factor is 1 to within 1e-29.
+    const MAX_EXP: i32 = 6;
+    const PER_OCTAVE: usize = 32;
+
+    fn new() -> Self {
+        let octaves = (Self::MAX_EXP - Self::MIN_EXP) as usize;
+        let values = (0..=octaves * Self::PER_OCTAVE)
+            .map(|i| {
+                let octave = Self::MIN_EXP + (i / Self::PER_OCTAVE) as i32;
+                let m = 1.0 + (i % Self::PER_OCTAVE) as f64 / Self::PER_OCTAVE as f64;
+                let v = m * 2f64.powi(octave);
+                (0.5 * exp_integral_e1(v as f32) as f64).exp() as f32
+            })
+            .collect();
+        Self { values }
+    }
+
+    /// The gain for a-priori SNR `xi` and a-posteriori SNR `gamma`.
+    #[inline]
+    fn gain(&self, xi: f32, gamma: f32) -> f32 {
+        let r = xi / (1.0 + xi);
+        let v = r * gamma;
+        let min = f32::from_bits(((Self::MIN_EXP + 127) as u32) << 23);
+        if v >= f32::from_bits(((Self::MAX_EXP + 127) as u32) << 23) {
+            return r.min(1.0);
+        }
+        let v = v.max(min);
+        let bits = v.to_bits();
+        let octave = ((bits >> 23) & 0xff) as i32 - 127 - Self::MIN_EXP;
+        // Mantissa as a position within the octave, 0..PER_OCTAVE.
+        let pos = (bits & 0x007f_ffff) as f32 * (Self::PER_OCTAVE as f32 / 8_388_608.0);
+        let i = pos as usize;
+        let frac = pos - i as f32;
+        let k = octave as usize * Self::PER_OCTAVE + i;
+        let h = self.values[k] + frac * (self.values[k + 1] - self.values[k]);
+        (r * h).min(1.0)
+    }
+}
+
+/// `e^x` for `x ≤ 0` from the float's exponent bits and a degree-5 polynomial for the
+/// fraction (relative error below 1e-4); the speech-presence tracker needs one per bin.
+#[inline]
+fn exp_neg(x: f32) -> f32 {
+    let y = (x * std::f32::consts::LOG2_E).max(-126.0);
+    // floor(y) for y ≤ 0, without a branch.
+    let i = y as i32 - ((y as i32) as f32 > y) as i32;
+    let f = y - i as f32;
+    let p = 1.0
+        + f * (0.693_147_2
+            + f * (0.240_226_5 + f * (0.055_504_11 + f * (0.009_618_129 + f * 0.001_333_355_8))));
+    f32::from_bits(((i + 127) as u32) << 23) * p
 }
 
 /// The exponential integral E1(x) for x > 0: its series below 1, a rational
@@ -686,6 +754,26 @@ mod tests {
         assert!((exp_integral_e1(0.999) - 0.219_384).abs() < 2e-3);
         assert!((exp_integral_e1(1.0) - 0.219_384).abs() < 1e-4);
         assert!((exp_integral_e1(3.0) - 0.013_048).abs() < 1e-5);
+    }
+
+    #[test]
+    fn fast_forms_match_the_reference() {
+        let table = LsaTable::new();
+        for i in 0..400 {
+            let xi = 10f32.powf((i as f32 - 200.0) / 40.0);
+            for gamma in [0.01, 0.5, 1.0, 2.0, 10.0, 100.0, 1e4] {
+                let (a, b) = (table.gain(xi, gamma), log_mmse_gain(xi, gamma));
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.max(1e-3),
+                    "xi {xi} gamma {gamma}: {a} vs {b}"
+                );
+            }
+        }
+        for i in 0..1000 {
+            let x = -(i as f32) * 0.087;
+            let (a, b) = (exp_neg(x), x.exp());
+            assert!((a - b).abs() <= 1e-4 * b, "exp({x}): {a} vs {b}");
+        }
     }
 
     #[test]
