@@ -693,7 +693,7 @@ fn exp_neg(x: f32) -> f32 {
     let i = y as i32 - ((y as i32) as f32 > y) as i32;
     let f = y - i as f32;
     let p = 1.0
-        + f * (0.693_147_2
+        + f * (std::f32::consts::LN_2
             + f * (0.240_226_5 + f * (0.055_504_11 + f * (0.009_618_129 + f * 0.001_333_355_8))));
     f32::from_bits(((i + 127) as u32) << 23) * p
 }
