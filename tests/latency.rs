@@ -85,6 +85,7 @@ fn gate_latency_for_every_window_geometry() {
             hop,
             low_delay,
             prop_decrease: 0.0,
+            low_cut_hz: 0.0,
             ..GateConfig::default()
         };
         let mut g = SpectralGate::new(&passthrough).unwrap();
