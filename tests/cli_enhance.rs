@@ -137,6 +137,7 @@ fn every_option_changes_the_output() {
     let profile = testdata(NOISE_FAN);
     let variants: Vec<(&str, Vec<&str>)> = vec![
         ("rnnoise-off", vec!["--rnnoise", "off"]),
+        ("agc-on", vec!["--agc", "on"]),
         ("gate-stationary", vec!["--gate", "stationary"]),
         ("gate-off", vec!["--gate", "off"]),
         ("atten-limit", vec!["--atten-limit-db", "6"]),

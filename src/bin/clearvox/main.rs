@@ -94,6 +94,11 @@ pub struct EnhanceArgs {
     #[arg(long, value_enum, value_name = "on|off")]
     pub rnnoise: Option<Switch>,
 
+    /// Automatic gain control towards -20 dBFS speech (off in every preset: on short
+    /// clips its adaptation costs SI-SDR; the limiter stays on either way).
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub agc: Option<Switch>,
+
     /// Noise-only WAV clip to take the gate's noise profile from (implies
     /// `--gate stationary` unless --gate is given).
     #[arg(long, value_name = "FILE.wav")]

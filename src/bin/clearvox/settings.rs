@@ -45,6 +45,9 @@ pub fn build_config(args: &EnhanceArgs) -> Result<Config> {
     if let Some(r) = args.rnnoise {
         config.rnnoise.enabled = r == Switch::On;
     }
+    if let Some(a) = args.agc {
+        config.agc.enabled = a == Switch::On;
+    }
     if let Some(rate) = args.output_rate {
         check_sample_rate(rate).context("--output-rate")?;
         config.output_rate = Some(rate);
