@@ -599,7 +599,7 @@ impl Pipeline {
             return Ok(());
         }
         let target = self.flushed_len();
-        let zeros = [0.0f32; MONO_CHUNK];
+        self.mono.fill(0.0);
         // Each round pushes MONO_CHUNK input frames; the tail is at most the latency
         // plus the internal chunks, so this bound is never reached in practice.
         let max_rounds = 64 + (self.latency() * 4 + 10 * FRAME_LEN) / MONO_CHUNK * 8;
@@ -614,7 +614,7 @@ impl Pipeline {
                 output.extend_from_slice(&x[..n]);
                 produced += n as u64;
             };
-            self.feed_mono_zeros(&zeros, &mut sink)?;
+            self.feed_mono(MONO_CHUNK, &mut sink)?;
             self.output_frames = produced;
         }
         if self.output_frames < target {
@@ -648,54 +648,23 @@ impl Pipeline {
             self.downmix.process(chunk, &mut self.mono);
             self.non_finite += sanitize(&mut self.mono[..frames]) as u64;
             self.input_frames += frames as u64;
-            if self.dry_back.is_none() {
-                self.mix.push(&self.mono[..frames]);
-            }
             let mut produced = 0u64;
-            let mut counting = |x: &[f32]| {
+            self.feed_mono(frames, &mut |x: &[f32]| {
                 produced += x.len() as u64;
                 sink(x);
-            };
-            let Self {
-                mono,
-                front,
-                chain,
-                back,
-                dry_back,
-                mix,
-                events,
-                events_dropped,
-                output_rate,
-                output_frames,
-                ..
-            } = self;
-            feed(
-                &mono[..frames],
-                Stages {
-                    front,
-                    chain,
-                    back,
-                    dry_back: dry_back.as_mut(),
-                    mix,
-                },
-                *output_frames,
-                &mut EventQueue {
-                    events,
-                    dropped: events_dropped,
-                    output_rate: *output_rate,
-                },
-                &mut counting,
-            )?;
+            })?;
             self.output_frames += produced;
         }
         Ok(())
     }
 
-    fn feed_mono_zeros(&mut self, zeros: &[f32], sink: &mut impl FnMut(&[f32])) -> Result<()> {
+    /// Runs the first `frames` samples of the mono buffer through every stage.
+    fn feed_mono(&mut self, frames: usize, sink: &mut impl FnMut(&[f32])) -> Result<()> {
         if self.dry_back.is_none() {
-            self.mix.push_zeros(zeros.len());
+            self.mix.push(&self.mono[..frames]);
         }
         let Self {
+            mono,
             front,
             chain,
             back,
@@ -708,7 +677,7 @@ impl Pipeline {
             ..
         } = self;
         feed(
-            zeros,
+            &mono[..frames],
             Stages {
                 front,
                 chain,

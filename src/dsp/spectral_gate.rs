@@ -498,20 +498,7 @@ impl SpectralGate {
         let n = self.hops_seen;
         if n <= INIT_HOPS {
             // Average the first hops: a stream most often starts before the speaker does.
-            let w = 1.0 / n as f32;
-            for (((l, p), m), v) in self
-                .noise
-                .iter_mut()
-                .zip(&self.guide_power)
-                .zip(self.prof_mean_db.iter_mut())
-                .zip(self.prof_var_db.iter_mut())
-            {
-                *l += w * (p - *l);
-                let db = 10.0 * p.log10();
-                let d = db - *m;
-                *m += w * d;
-                *v += w * (d * (db - *m) - *v);
-            }
+            self.blend_into_estimates(1.0 / n as f32);
             self.prof_frames = n;
             return;
         }
@@ -542,20 +529,27 @@ impl SpectralGate {
                 }
                 self.prof_frames = self.prof_frames.saturating_add(1);
                 let w = (1.0 / self.prof_frames as f32).max(1.0 - self.profile_coef);
-                for (((l, p), m), v) in self
-                    .noise
-                    .iter_mut()
-                    .zip(&self.guide_power)
-                    .zip(self.prof_mean_db.iter_mut())
-                    .zip(self.prof_var_db.iter_mut())
-                {
-                    *l += w * (p - *l);
-                    let db = 10.0 * p.log10();
-                    let d = db - *m;
-                    *m += w * d;
-                    *v += w * (d * (db - *m) - *v);
-                }
+                self.blend_into_estimates(w);
             }
+        }
+    }
+
+    /// Moves the mean noise power and the level statistics (mean and variance in dB) a
+    /// fraction `w` towards the current hop: `w = 1/n` gives plain averages over `n`
+    /// hops, a constant gives an exponential memory.
+    fn blend_into_estimates(&mut self, w: f32) {
+        for (((l, p), m), v) in self
+            .noise
+            .iter_mut()
+            .zip(&self.guide_power)
+            .zip(self.prof_mean_db.iter_mut())
+            .zip(self.prof_var_db.iter_mut())
+        {
+            *l += w * (p - *l);
+            let db = 10.0 * p.log10();
+            let d = db - *m;
+            *m += w * d;
+            *v += w * (d * (db - *m) - *v);
         }
     }
 

@@ -231,6 +231,25 @@ pub(crate) fn write_error(path: &Path, e: std::io::Error) -> WavError {
     }
 }
 
+/// Checks a channel count and rate against what clearvox reads and writes.
+fn check_spec(sample_rate: u32, channels: u16) -> Result<(), WavError> {
+    use crate::dsp::convert::{MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
+    if channels == 0 || channels as usize > MAX_CHANNELS {
+        return Err(WavError::UnsupportedChannels {
+            channels,
+            max: MAX_CHANNELS,
+        });
+    }
+    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sample_rate) {
+        return Err(WavError::UnsupportedSampleRate {
+            rate: sample_rate,
+            min: MIN_SAMPLE_RATE,
+            max: MAX_SAMPLE_RATE,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
-use super::{os_reason, WavError, GUID_TAIL};
-use crate::dsp::convert::{sanitize, SampleFormat, MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
+use super::{check_spec, os_reason, WavError, GUID_TAIL};
+use crate::dsp::convert::{sanitize, SampleFormat};
 
 /// `wFormatTag` of integer PCM.
 const TAG_PCM: u16 = 0x0001;
@@ -646,19 +646,7 @@ fn parse_fmt<R: Read>(r: &mut R, size: u32) -> Result<WavSpec, WavError> {
             "{valid_bits} valid bits per sample do not fit the {bits}-bit sample container"
         )));
     }
-    if channels == 0 || channels as usize > MAX_CHANNELS {
-        return Err(WavError::UnsupportedChannels {
-            channels,
-            max: MAX_CHANNELS,
-        });
-    }
-    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sample_rate) {
-        return Err(WavError::UnsupportedSampleRate {
-            rate: sample_rate,
-            min: MIN_SAMPLE_RATE,
-            max: MAX_SAMPLE_RATE,
-        });
-    }
+    check_spec(sample_rate, channels)?;
     let expected = channels as usize * format.bytes();
     if block_align as usize != expected {
         return Err(WavError::BadBlockAlign {

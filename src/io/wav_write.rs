@@ -20,10 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::{os_reason, write_error, WavError, GUID_TAIL};
-use crate::dsp::convert::{
-    f32_to_i16, SampleFormat, MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE,
-};
+use super::{check_spec, os_reason, write_error, WavError, GUID_TAIL};
+use crate::dsp::convert::{f32_to_i16, SampleFormat};
 
 /// Largest data chunk written, in bytes: the RIFF size field (data plus up to 60 bytes
 /// of header) must still fit in 32 bits. RF64 output is not written.
@@ -156,24 +154,6 @@ fn encode(format: OutputFormat, samples: &[f32], out: &mut [u8]) {
             OutputFormat::F32 => b.copy_from_slice(&finite(v).to_le_bytes()),
         }
     }
-}
-
-/// Checks what a WAV file to be written may have, with the reader's limits.
-fn check_spec(sample_rate: u32, channels: u16) -> Result<(), WavError> {
-    if channels == 0 || channels as usize > MAX_CHANNELS {
-        return Err(WavError::UnsupportedChannels {
-            channels,
-            max: MAX_CHANNELS,
-        });
-    }
-    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sample_rate) {
-        return Err(WavError::UnsupportedSampleRate {
-            rate: sample_rate,
-            min: MIN_SAMPLE_RATE,
-            max: MAX_SAMPLE_RATE,
-        });
-    }
-    Ok(())
 }
 
 /// The error for audio that would not fit in a WAV file.
