@@ -30,6 +30,8 @@
 //! **Real time.** After [`Pipeline::warm_up`] on the thread that runs it,
 //! [`Pipeline::process_into_buffer`] does not allocate, lock or block.
 
+mod sink;
+
 use std::collections::VecDeque;
 
 use crate::config::Config;
@@ -43,6 +45,10 @@ use crate::dsp::spectral_gate::{GateMode, NoiseProfile, SpectralGate};
 use crate::dsp::vad::{EnergyVoiceDetector, VadEvent, VadStateMachine};
 use crate::dsp::{db_to_gain, Frame, FrameInfo, Stage, FRAME_LEN, SAMPLE_RATE};
 use crate::error::{Error, Result};
+
+pub use sink::{
+    frame_channel, ChannelSink, EnhancedFrame, FrameReceiver, FrameSink, Framer, OwnedFrame,
+};
 
 /// Input frames converted per internal step (bounds the scratch buffers).
 const MONO_CHUNK: usize = 1024;
