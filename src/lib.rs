@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod dsp;
+#[cfg(feature = "device")]
+pub mod engine;
 pub mod error;
 pub mod io;
 pub mod metrics;

@@ -156,6 +156,58 @@ impl PcmSample for i16 {
     }
 }
 
+impl PcmSample for i32 {
+    /// Same scale as a 32-bit WAV sample.
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self as f32 / 2_147_483_648.0
+    }
+}
+
+impl PcmSample for u16 {
+    /// 32768 is silence.
+    #[inline]
+    fn to_f32(self) -> f32 {
+        (self as f32 - 32_768.0) / 32_768.0
+    }
+}
+
+/// A sample type audio can be written to from `f32` in ±1.0 (rounding and saturating).
+pub trait FromF32: Copy + Send + 'static {
+    /// Converts one sample.
+    fn from_f32(v: f32) -> Self;
+}
+
+impl FromF32 for f32 {
+    #[inline]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl FromF32 for i16 {
+    #[inline]
+    fn from_f32(v: f32) -> Self {
+        f32_to_i16(v)
+    }
+}
+
+impl FromF32 for i32 {
+    #[inline]
+    fn from_f32(v: f32) -> Self {
+        (v as f64 * 2_147_483_648.0)
+            .round()
+            .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+    }
+}
+
+impl FromF32 for u16 {
+    #[inline]
+    fn from_f32(v: f32) -> Self {
+        (v * 32_768.0 + 32_768.0).round().clamp(0.0, 65_535.0) as u16
+    }
+}
+
 /// How a multi-channel input becomes the single channel the chain processes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -7,7 +7,7 @@
 //! knowing each other.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,10 +186,7 @@ impl FrameReceiver {
     /// The next frame, waiting up to `timeout`; `None` on timeout or once the stream
     /// has ended and every frame was taken.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<OwnedFrame> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(f) => Some(f),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.rx.recv_timeout(timeout).ok()
     }
 
     /// The next frame if one is waiting.

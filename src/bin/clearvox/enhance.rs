@@ -32,7 +32,7 @@ const CHUNK_FRAMES: usize = 4096;
 
 /// Runs `clearvox enhance`.
 pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
-    let config = settings::build_config(args)?;
+    let config = settings::build_config(&args.pipeline)?;
     if args.print_config {
         print!("{}", config.to_toml_string()?);
         return Ok(ExitCode::SUCCESS);
@@ -46,7 +46,7 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
         report::check_path(path)?;
     }
     let plan = plan::plan(&args.inputs, output)?;
-    let noise = settings::read_noise_clip(args)?;
+    let noise = settings::read_noise_clip(&args.pipeline)?;
     if let Some(clip) = &noise {
         // Fail once, before any file, if the clip cannot give a profile.
         Pipeline::new(&config, clip.rate, clip.channels)

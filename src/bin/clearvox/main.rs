@@ -6,6 +6,8 @@
 
 mod enhance;
 mod levels;
+#[cfg(feature = "device")]
+mod live;
 mod metrics_cmd;
 mod plan;
 mod progress;
@@ -44,6 +46,90 @@ enum Command {
     /// Compare an enhanced file with its clean reference (delay, SNR, SI-SDR, segmental
     /// SNR, STOI).
     Metrics(MetricsArgs),
+    /// Enhance the microphone live: monitor, record, or both.
+    #[cfg(feature = "device")]
+    Live(LiveArgs),
+    /// List the audio devices with what they support.
+    #[cfg(feature = "device")]
+    Devices(DevicesArgs),
+}
+
+/// Arguments of `clearvox live`.
+#[cfg(feature = "device")]
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Capture runs from start until --duration of captured audio, Ctrl-C, or a device error;
+the pipeline's tail is then flushed into the recording, which is finalised (a valid WAV
+even after Ctrl-C). The recording is what a listener hears: it is not
+latency-compensated. On a terminal a status line shows the input level, the VAD, the
+CPU share of the 10 ms budget, overruns and the estimated latency; otherwise one JSON
+line with the statistics is printed at the end.")]
+pub struct LiveArgs {
+    /// Capture device: name (or part of it) or index from `clearvox devices`.
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub input: Option<String>,
+
+    /// Monitor output device (implies --monitor).
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub output: Option<String>,
+
+    /// Play the enhanced signal on the output device.
+    #[arg(long)]
+    pub monitor: bool,
+
+    /// Capture rate, Hz [default: the device's].
+    #[arg(long, value_name = "HZ")]
+    pub input_rate: Option<u32>,
+
+    /// Capture channels [default: the device's].
+    #[arg(long, value_name = "N")]
+    pub input_channels: Option<u16>,
+
+    /// Capture sample format [default: the device's].
+    #[arg(long, value_name = "s16|s32|f32|u16", value_parser = parse_device_format)]
+    pub input_format: Option<clearvox::engine::DeviceFormat>,
+
+    /// Record the enhanced signal to this WAV file.
+    #[arg(long, value_name = "FILE.wav")]
+    pub record: Option<PathBuf>,
+
+    /// Recording sample format [default: follows the capture format].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<FormatArg>,
+
+    /// Stop after exactly this much captured audio, seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Ask the device for callbacks of this length, ms (a request; any size works).
+    #[arg(long, value_name = "MS")]
+    pub buffer_ms: Option<f64>,
+
+    /// Capture ring size, ms of audio [default: 500].
+    #[arg(long, value_name = "MS")]
+    pub ring_ms: Option<u32>,
+
+    /// Print the final JSON statistics even on a terminal (and no status line).
+    #[arg(long)]
+    pub json: bool,
+
+    /// The pipeline's settings.
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[cfg(feature = "device")]
+fn parse_device_format(s: &str) -> Result<clearvox::engine::DeviceFormat, String> {
+    s.parse()
+}
+
+/// Arguments of `clearvox devices`.
+#[cfg(feature = "device")]
+#[derive(Args, Debug)]
+pub struct DevicesArgs {
+    /// Print JSON instead of a list.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `clearvox enhance`.
@@ -70,6 +156,40 @@ pub struct EnhanceArgs {
     )]
     pub output: Option<PathBuf>,
 
+    /// The pipeline's settings.
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Output sample format [default: follows the input: 8/16-bit → s16, 24-bit → s24,
+    /// 32-bit → f32].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<FormatArg>,
+
+    /// Write a JSON report (per file: rates, duration, speed, latency, speech segments,
+    /// noise levels, warnings; the effective configuration; totals).
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+
+    /// Files processed in parallel [default: the number of cores].
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+
+    /// No progress bar and no closing summary (warnings and errors are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Print `PROC_S=<seconds>` (time spent processing the files) to stderr.
+    #[arg(long, hide = true)]
+    pub timing: bool,
+}
+
+/// The pipeline's settings, shared by `enhance` and `live`.
+#[derive(Args, Debug)]
+pub struct PipelineArgs {
     /// Starting configuration [default: voice-chat].
     #[arg(long, value_enum, value_name = "PRESET")]
     pub preset: Option<PresetArg>,
@@ -107,32 +227,6 @@ pub struct EnhanceArgs {
     /// Output sample rate in Hz [default: the input's].
     #[arg(long, value_name = "HZ")]
     pub output_rate: Option<u32>,
-
-    /// Output sample format [default: follows the input: 8/16-bit → s16, 24-bit → s24,
-    /// 32-bit → f32].
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<FormatArg>,
-
-    /// Write a JSON report (per file: rates, duration, speed, latency, speech segments,
-    /// noise levels, warnings; the effective configuration; totals).
-    #[arg(long, value_name = "FILE.json")]
-    pub report: Option<PathBuf>,
-
-    /// Files processed in parallel [default: the number of cores].
-    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub jobs: Option<u16>,
-
-    /// No progress bar and no closing summary (warnings and errors are still printed).
-    #[arg(short, long)]
-    pub quiet: bool,
-
-    /// Print the effective configuration as TOML and exit.
-    #[arg(long)]
-    pub print_config: bool,
-
-    /// Print `PROC_S=<seconds>` (time spent processing the files) to stderr.
-    #[arg(long, hide = true)]
-    pub timing: bool,
 }
 
 /// Arguments of `clearvox metrics`.
@@ -247,6 +341,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Enhance(args) => enhance::run(&args),
         Command::Metrics(args) => metrics_cmd::run(&args),
+        #[cfg(feature = "device")]
+        Command::Live(args) => live::live(&args),
+        #[cfg(feature = "device")]
+        Command::Devices(args) => live::devices(&args),
     }
 }
 

@@ -11,7 +11,7 @@ use clearvox::dsp::convert::check_sample_rate;
 use clearvox::dsp::spectral_gate::GateMode;
 use clearvox::io::{read_wav_file, OutputFormat};
 
-use crate::{EnhanceArgs, GateArg, Switch};
+use crate::{GateArg, PipelineArgs, Switch};
 
 /// A noise-only clip for the gate's noise profile.
 pub struct NoiseClip {
@@ -31,7 +31,7 @@ pub struct Settings {
 }
 
 /// The configuration the flags describe (the noise profile is not read here).
-pub fn build_config(args: &EnhanceArgs) -> Result<Config> {
+pub fn build_config(args: &PipelineArgs) -> Result<Config> {
     let mut config = match &args.config {
         Some(path) => config_file(path, args.preset.map(Preset::from))?,
         None => Config::preset(args.preset.map(Preset::from).unwrap_or_default()),
@@ -87,7 +87,7 @@ fn config_file(path: &Path, preset: Option<Preset>) -> Result<Config> {
 }
 
 /// Reads the `--noise-profile` clip, if any.
-pub fn read_noise_clip(args: &EnhanceArgs) -> Result<Option<NoiseClip>> {
+pub fn read_noise_clip(args: &PipelineArgs) -> Result<Option<NoiseClip>> {
     let Some(path) = &args.noise_profile else {
         return Ok(None);
     };

@@ -1,0 +1,256 @@
+//! `clearvox live` and `clearvox devices`: the engine on the machine's own audio hardware.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use clearvox::engine::{
+    list_devices, DeviceList, DeviceSelector, Engine, EngineConfig, EngineEvent, EngineStats,
+    StreamInfo,
+};
+
+use crate::{settings, DevicesArgs, LiveArgs};
+
+/// How often the status line is redrawn.
+const STATUS_EVERY: Duration = Duration::from_millis(100);
+
+/// `clearvox devices`.
+pub fn devices(args: &DevicesArgs) -> Result<std::process::ExitCode> {
+    let list = list_devices(&cpal::default_host())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        print!("{}", render_devices(&list));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn render_devices(list: &DeviceList) -> String {
+    let mut out = String::new();
+    for (title, devices) in [("input", &list.inputs), ("output", &list.outputs)] {
+        out.push_str(&format!("{title} devices ({}):\n", list.host));
+        if devices.is_empty() {
+            out.push_str("  none\n");
+        }
+        for d in devices {
+            let mark = if d.is_default { "*" } else { " " };
+            out.push_str(&format!("  {:>2}{mark} {}\n", d.index, d.name));
+            if let Some(c) = &d.default_config {
+                out.push_str(&format!("       default: {c}\n"));
+            }
+            for line in summarize(&d.configs) {
+                out.push_str(&format!("       supports: {line}\n"));
+            }
+        }
+    }
+    out.push_str("(* = default; select with --input/--output NAME or INDEX)\n");
+    out
+}
+
+/// One line per sample format: the channel and rate ranges it comes in (devices such as
+/// ALSA's plugins list hundreds of combinations).
+fn summarize(configs: &[clearvox::engine::ConfigRange]) -> Vec<String> {
+    let mut formats: Vec<(String, u16, u16, u32, u32)> = Vec::new();
+    for c in configs {
+        match formats.iter_mut().find(|f| f.0 == c.format) {
+            Some(f) => {
+                f.1 = f.1.min(c.channels);
+                f.2 = f.2.max(c.channels);
+                f.3 = f.3.min(c.min_rate);
+                f.4 = f.4.max(c.max_rate);
+            }
+            None => formats.push((
+                c.format.clone(),
+                c.channels,
+                c.channels,
+                c.min_rate,
+                c.max_rate,
+            )),
+        }
+    }
+    // Formats that come in the same ranges share a line.
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for (format, c0, c1, r0, r1) in formats {
+        let ch = if c0 == c1 {
+            c0.to_string()
+        } else {
+            format!("{c0}-{c1}")
+        };
+        let hz = if r0 == r1 {
+            r0.to_string()
+        } else {
+            format!("{r0}-{r1}")
+        };
+        let ranges = format!("{ch} ch, {hz} Hz");
+        match lines.iter_mut().find(|l| l.1 == ranges) {
+            Some(l) => l.0 = format!("{}/{format}", l.0),
+            None => lines.push((format, ranges)),
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(f, r)| format!("{f}: {r}"))
+        .collect()
+}
+
+/// What `live` prints as JSON at the end when stderr is not a terminal (or `--json`).
+#[derive(Serialize)]
+struct Summary<'a> {
+    stream: Option<&'a StreamInfo>,
+    stats: &'a EngineStats,
+    events: &'a [EngineEvent],
+    recording: Option<String>,
+    stopped_by: &'a str,
+}
+
+/// `clearvox live`.
+pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
+    let pipeline = settings::build_config(&args.pipeline)?;
+    if args.pipeline.noise_profile.is_some() {
+        bail!("--noise-profile is for files; live, the gate learns the noise as it goes");
+    }
+    if let Some(d) = args.duration {
+        if !(d > 0.0 && d.is_finite()) {
+            bail!("--duration {d}: must be a positive number of seconds");
+        }
+    }
+    let output = match (&args.output, args.monitor) {
+        (Some(o), _) => Some(o.parse::<DeviceSelector>().unwrap_or_default()),
+        (None, true) => Some(DeviceSelector::Default),
+        (None, false) => None,
+    };
+    let config = EngineConfig {
+        pipeline,
+        input: args
+            .input
+            .as_deref()
+            .map(|s| s.parse::<DeviceSelector>().unwrap_or_default())
+            .unwrap_or_default(),
+        output,
+        input_rate: args.input_rate,
+        input_channels: args.input_channels,
+        input_format: args.input_format,
+        buffer_ms: args.buffer_ms,
+        capture_ring_ms: args
+            .ring_ms
+            .unwrap_or(EngineConfig::default().capture_ring_ms),
+        record: args.record.clone(),
+        record_format: args.format.map(Into::into),
+        duration: args.duration.map(Duration::from_secs_f64),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // A second Ctrl-C while stopping is ignored; the stop is quick.
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+            .context("cannot install the Ctrl-C handler")?;
+    }
+    let terminal = std::io::stderr().is_terminal() && !args.json;
+    engine.start()?;
+    let info = engine.stream_info();
+    if terminal {
+        if let Some(i) = &info {
+            eprintln!(
+                "listening on {} ({} Hz, {} ch, {:?}){}; Ctrl-C stops",
+                i.input_device,
+                i.input_rate,
+                i.input_channels,
+                i.input_format,
+                i.monitor_device
+                    .as_ref()
+                    .map(|m| format!(", monitoring on {m}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let started = Instant::now();
+    let mut events = Vec::new();
+    let stopped_by = loop {
+        while let Some(e) = engine.poll_event() {
+            events.push(e);
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            break "interrupt";
+        }
+        if engine.is_finished() {
+            break if events
+                .iter()
+                .any(|e| matches!(e, EngineEvent::DeviceError { .. }))
+            {
+                "device error"
+            } else {
+                "duration"
+            };
+        }
+        if terminal {
+            status_line(&engine.stats(), started.elapsed());
+        }
+        std::thread::sleep(STATUS_EVERY);
+    };
+    let result = engine.stop();
+    while let Some(e) = engine.poll_event() {
+        events.push(e);
+    }
+    if terminal {
+        eprintln!();
+    }
+    let stats = engine.stats();
+    let recording = args.record.as_ref().map(|p| p.display().to_string());
+    if terminal {
+        eprintln!(
+            "{:.1} s captured, {} frames, {} overrun(s) ({} frames lost), {} underrun(s), \
+             frame time p50 {} µs / p99 {} µs / max {} µs, latency ≈ {:.1} ms",
+            stats.captured_frames as f64 / info.as_ref().map_or(1, |i| i.input_rate) as f64,
+            stats.frames_processed,
+            stats.overruns,
+            stats.overrun_frames,
+            stats.underruns,
+            stats.frame_time_p50_us,
+            stats.frame_time_p99_us,
+            stats.frame_time_max_us,
+            stats.latency_ms,
+        );
+        if stats.overruns > 0 {
+            eprintln!(
+                "warning: {} frames of input were lost to overruns (the capture ring was full)",
+                stats.overrun_frames
+            );
+        }
+    } else {
+        let summary = Summary {
+            stream: info.as_ref(),
+            stats: &stats,
+            events: &events,
+            recording,
+            stopped_by,
+        };
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    result?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn status_line(s: &EngineStats, elapsed: Duration) {
+    // A 20-step meter from -60 to 0 dBFS.
+    let steps = ((s.input_level_dbfs + 60.0) / 3.0).clamp(0.0, 20.0) as usize;
+    let meter: String = "#".repeat(steps) + &" ".repeat(20 - steps);
+    let line = format!(
+        "\r[{meter}] {:>5.1} dBFS  {}  CPU {:>4.1}%  overruns {}  underruns {}  latency {:>5.1} ms  {:>6.1} s ",
+        s.input_level_dbfs.max(-99.9),
+        if s.in_speech { "SPEECH" } else { "quiet " },
+        s.cpu_percent,
+        s.overruns,
+        s.underruns,
+        s.latency_ms,
+        elapsed.as_secs_f64()
+    );
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(line.as_bytes());
+    let _ = err.flush();
+}

@@ -1,0 +1,609 @@
+//! The live engine: the pipeline running on the device's own audio hardware.
+//!
+//! ```text
+//!  input device ──cpal callback──► capture ring (SPSC, lock-free) ──► processing thread
+//!   (any rate, 1–8 ch,            convert + downmix only;             Pipeline (resample,
+//!    i16/i32/u16/f32)              a full ring counts an overrun       RNNoise, gate, ...)
+//!                                                                          │ 10 ms frames
+//!                          ┌───────────────────────┬──────────────────────┤
+//!                          ▼                       ▼                      ▼
+//!                 monitor ring ──cpal──► output   recorder (WAV,      frame sink (callback,
+//!                 (empty: silence,       device   written to a temp   channel, network)
+//!                  counts an underrun)            name, renamed at stop)
+//! ```
+//!
+//! Capture happens only between [`Engine::start`] and [`Engine::stop`] (or drop): the
+//! engine opens no stream before `start` and releases the devices at `stop`, after
+//! which no callback runs. The callbacks never allocate, lock, block or log (tested with
+//! a counting allocator around real callbacks). Statistics ([`Engine::stats`]) are
+//! atomics, readable at any time.
+
+mod capture;
+mod devices;
+mod monitor;
+mod processing;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use cpal::traits::{DeviceTrait, StreamTrait};
+use ringbuf::traits::Split;
+use ringbuf::HeapRb;
+use serde::Serialize;
+
+pub use devices::{
+    list_devices, ConfigRange, DeviceFormat, DeviceInfo, DeviceList, DeviceSelector,
+};
+pub use stats::EngineStats;
+
+use self::capture::{Capture, SCRATCH_FRAMES};
+use self::devices::{choose_config, select_device, StreamRequest};
+use self::monitor::Monitor;
+use self::processing::{Control, MonitorFeed, Processing};
+use self::stats::Shared;
+use crate::config::Config;
+use crate::dsp::convert::{ChannelMode, Downmixer};
+use crate::dsp::resample::StreamResampler;
+use crate::io::{OutputFormat, WavError, WavFileWriter};
+use crate::pipeline::{frame_channel, FrameReceiver, FrameSink, Framer, Pipeline};
+
+/// Why the engine could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The host has no device of that kind (or no default one).
+    #[error("no {kind} device: check that a microphone/speaker is connected and enabled")]
+    NoDevice {
+        /// `input` or `output`.
+        kind: &'static str,
+    },
+    /// No device matches the selector.
+    #[error("no {kind} {wanted}; available: {}", list(available))]
+    DeviceNotFound {
+        /// `input` or `output`.
+        kind: &'static str,
+        /// What was asked for.
+        wanted: String,
+        /// The names of the devices there are.
+        available: Vec<String>,
+    },
+    /// Several devices contain the name.
+    #[error("{kind} device name '{wanted}' is ambiguous: {}", list(matches))]
+    AmbiguousDevice {
+        /// `input` or `output`.
+        kind: &'static str,
+        /// What was asked for.
+        wanted: String,
+        /// The devices it matches.
+        matches: Vec<String>,
+    },
+    /// The device does not support the configuration.
+    #[error("{device} does not support {requested}; it supports {supported}")]
+    UnsupportedConfig {
+        /// The device's name.
+        device: String,
+        /// What was asked for.
+        requested: String,
+        /// What it supports.
+        supported: String,
+    },
+    /// The device refused (busy, permission, gone) or the backend failed.
+    #[error("{device}: {message}")]
+    Device {
+        /// The device's name.
+        device: String,
+        /// What the audio backend said.
+        message: String,
+    },
+    /// The device failed while running (unplugged, server gone).
+    #[error("the {kind} device failed while running: {message}")]
+    DeviceLost {
+        /// `input` or `output`.
+        kind: &'static str,
+        /// What the audio backend said.
+        message: String,
+    },
+    /// The audio host itself failed.
+    #[error("audio host: {0}")]
+    Host(String),
+    /// The pipeline could not be built or run.
+    #[error(transparent)]
+    Pipeline(#[from] crate::Error),
+    /// The recording could not be written.
+    #[error("recording: {0}")]
+    Recorder(#[from] WavError),
+    /// `start` on a running engine.
+    #[error("the engine is already running")]
+    AlreadyRunning,
+    /// `stop` on an engine that is not running.
+    #[error("the engine is not running")]
+    NotRunning,
+    /// The processing thread could not be started or ended abnormally.
+    #[error("processing thread: {0}")]
+    Thread(String),
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl EngineError {
+    pub(crate) fn from_cpal(device: &str, e: cpal::Error) -> Self {
+        let message = match e.kind() {
+            cpal::ErrorKind::DeviceBusy => {
+                format!("device is busy (in use by another program): {e}")
+            }
+            cpal::ErrorKind::DeviceNotAvailable => format!("device is not available: {e}"),
+            cpal::ErrorKind::PermissionDenied => format!("permission denied: {e}"),
+            cpal::ErrorKind::UnsupportedConfig => format!("configuration not supported: {e}"),
+            _ => e.to_string(),
+        };
+        EngineError::Device {
+            device: device.to_string(),
+            message,
+        }
+    }
+}
+
+/// Something that happened while the engine ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum EngineEvent {
+    /// A device reported an error; the engine flushed, finished the recording and
+    /// stopped processing.
+    DeviceError {
+        /// Whether it was the input (else the monitor output).
+        input: bool,
+        /// What the backend said.
+        message: String,
+    },
+    /// The processing thread has flushed and finished (input budget reached, device
+    /// error, or stop).
+    Finished,
+}
+
+/// Everything that shapes a live [`Engine`] besides the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    /// The enhancement pipeline (the same configuration as offline).
+    pub pipeline: Config,
+    /// The capture device.
+    pub input: DeviceSelector,
+    /// The monitor output device, if the enhanced signal should be played.
+    pub output: Option<DeviceSelector>,
+    /// Capture rate; `None` takes the device's default.
+    pub input_rate: Option<u32>,
+    /// Capture channels; `None` takes the device's default.
+    pub input_channels: Option<u16>,
+    /// Capture sample format; `None` takes the device's default.
+    pub input_format: Option<DeviceFormat>,
+    /// Requested callback length in ms (a request: any callback size is handled).
+    pub buffer_ms: Option<f64>,
+    /// Capture ring capacity, ms of audio.
+    pub capture_ring_ms: u32,
+    /// Monitor ring capacity, ms.
+    pub monitor_ring_ms: u32,
+    /// Audio the monitor ring collects before playback starts, ms.
+    pub monitor_cushion_ms: u32,
+    /// Record the enhanced signal here (not latency-compensated: what a listener hears).
+    pub record: Option<PathBuf>,
+    /// Sample format of the recording; `None` follows the capture format.
+    pub record_format: Option<OutputFormat>,
+    /// Stop processing after exactly this much captured audio (rounded to whole input
+    /// frames) and flush the tail.
+    pub duration: Option<std::time::Duration>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            pipeline: Config::default(),
+            input: DeviceSelector::Default,
+            output: None,
+            input_rate: None,
+            input_channels: None,
+            input_format: None,
+            buffer_ms: None,
+            capture_ring_ms: 500,
+            monitor_ring_ms: 500,
+            monitor_cushion_ms: 20,
+            record: None,
+            record_format: None,
+            duration: None,
+        }
+    }
+}
+
+/// What a running engine opened.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StreamInfo {
+    /// Capture device name.
+    pub input_device: String,
+    /// Capture rate, Hz.
+    pub input_rate: u32,
+    /// Capture channels.
+    pub input_channels: u16,
+    /// Capture sample format.
+    pub input_format: DeviceFormat,
+    /// Frames per callback the backend reports, when it does.
+    pub input_buffer_frames: Option<u32>,
+    /// Rate of the enhanced signal (frames, recording), Hz.
+    pub output_rate: u32,
+    /// Algorithmic latency of the pipeline, samples at `output_rate`.
+    pub algorithmic_latency: usize,
+    /// Monitor device name.
+    pub monitor_device: Option<String>,
+    /// Monitor rate, Hz.
+    pub monitor_rate: Option<u32>,
+    /// Monitor frames per callback, when the backend reports it.
+    pub monitor_buffer_frames: Option<u32>,
+    /// Capture ring capacity, frames.
+    pub ring_capacity: usize,
+}
+
+/// What `stop` returns.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EngineReport {
+    /// What was opened.
+    pub stream: StreamInfo,
+    /// Final statistics.
+    pub stats: EngineStats,
+}
+
+struct Running {
+    input: cpal::Stream,
+    output: Option<cpal::Stream>,
+    thread: JoinHandle<Result<(), EngineError>>,
+    control: Arc<Control>,
+    shared: Arc<Shared>,
+    info: StreamInfo,
+}
+
+/// The live engine. See the [module documentation](self).
+pub struct Engine {
+    host: cpal::Host,
+    config: EngineConfig,
+    sink: Option<Box<dyn FrameSink>>,
+    events: Option<Receiver<EngineEvent>>,
+    running: Option<Running>,
+    last: Option<(StreamInfo, Arc<Shared>)>,
+}
+
+impl Engine {
+    /// An engine on the platform's default audio host. Opens nothing yet.
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        Self::with_host(cpal::default_host(), config)
+    }
+
+    /// An engine on the given host (another backend, or a test double).
+    pub fn with_host(host: cpal::Host, config: EngineConfig) -> Result<Self, EngineError> {
+        config.pipeline.validate()?;
+        Ok(Self {
+            host,
+            config,
+            sink: None,
+            events: None,
+            running: None,
+            last: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Hands every enhanced 10 ms frame (with its VAD events) to `sink`, on the
+    /// processing thread, from the next `start` on.
+    pub fn set_frame_sink(&mut self, sink: Box<dyn FrameSink>) {
+        self.sink = Some(sink);
+    }
+
+    /// Delivers the frames into a bounded channel instead (frames are dropped and
+    /// counted when the receiver falls `capacity` frames behind).
+    pub fn frame_channel(&mut self, capacity: usize) -> FrameReceiver {
+        let (tx, rx) = frame_channel(capacity);
+        self.sink = Some(Box::new(tx));
+        rx
+    }
+
+    /// Whether capture is running.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Whether the processing thread has finished (input budget used up, or a device
+    /// error); `stop` then only releases the devices.
+    pub fn is_finished(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|r| r.control.finished.load(Acquire))
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&self) -> Option<EngineEvent> {
+        self.events.as_ref().and_then(|r| r.try_recv().ok())
+    }
+
+    /// What the running (or last) session opened.
+    pub fn stream_info(&self) -> Option<StreamInfo> {
+        match (&self.running, &self.last) {
+            (Some(r), _) => Some(r.info.clone()),
+            (None, Some((info, _))) => Some(info.clone()),
+            _ => None,
+        }
+    }
+
+    /// Statistics of the running (or last) session.
+    pub fn stats(&self) -> EngineStats {
+        match (&self.running, &self.last) {
+            (Some(r), _) => snapshot(&r.shared, &r.info),
+            (None, Some((info, shared))) => snapshot(shared, info),
+            _ => EngineStats::default(),
+        }
+    }
+
+    /// Opens the devices and starts capture, processing and playback.
+    pub fn start(&mut self) -> Result<(), EngineError> {
+        if self.running.is_some() {
+            return Err(EngineError::AlreadyRunning);
+        }
+        let cfg = &self.config;
+        let input_device = select_device(&self.host, &cfg.input, true)?;
+        let input_name = input_device.to_string();
+        let (input_config, input_format) = choose_config(
+            &input_device,
+            true,
+            StreamRequest {
+                rate: cfg.input_rate,
+                channels: cfg.input_channels,
+                format: cfg.input_format,
+                buffer_ms: cfg.buffer_ms,
+            },
+        )?;
+        let rate = input_config.sample_rate;
+        let channels = input_config.channels as usize;
+
+        // The callback reduces to mono; the pipeline takes one channel.
+        let downmix = Downmixer::new(channels, cfg.pipeline.channel)?;
+        let pipeline_config = Config {
+            channel: ChannelMode::Downmix,
+            ..cfg.pipeline.clone()
+        };
+        let pipeline = Pipeline::new(&pipeline_config, rate, 1)?;
+        let output_rate = pipeline.output_rate();
+        let algorithmic_latency = pipeline.latency();
+
+        let shared = Arc::new(Shared::new());
+        let control = Arc::new(Control::default());
+        let ring_capacity =
+            (rate as usize * cfg.capture_ring_ms as usize / 1000).max(2 * SCRATCH_FRAMES);
+        let (producer, consumer) = HeapRb::<f32>::new(ring_capacity).split();
+
+        // The monitor: chosen before anything starts, so a bad device fails early.
+        let mut monitor_parts = None;
+        if let Some(sel) = &cfg.output {
+            let device = select_device(&self.host, sel, false)?;
+            let (config, format) = choose_config(
+                &device,
+                false,
+                StreamRequest {
+                    buffer_ms: cfg.buffer_ms,
+                    ..StreamRequest::default()
+                },
+            )?;
+            monitor_parts = Some((device, config, format));
+        }
+
+        let recorder = match &cfg.record {
+            None => None,
+            Some(path) => {
+                let format = cfg
+                    .record_format
+                    .unwrap_or_else(|| OutputFormat::for_input(input_format.wav_format()));
+                Some(WavFileWriter::create(path, output_rate, 1, format)?)
+            }
+        };
+
+        let (events_tx, events_rx) = channel();
+        let mut monitor_feed = None;
+        let mut output_stream = None;
+        let mut monitor_info = (None, None, None);
+        if let Some((device, config, format)) = monitor_parts {
+            let mrate = config.sample_rate;
+            let capacity = (mrate as usize * cfg.monitor_ring_ms as usize / 1000).max(4096);
+            let (mprod, mcons) = HeapRb::<f32>::new(capacity).split();
+            let cushion = mrate as usize * cfg.monitor_cushion_ms as usize / 1000;
+            let mut monitor =
+                Monitor::new(mcons, config.channels as usize, cushion, shared.clone());
+            let err_shared = shared.clone();
+            let name = device.to_string();
+            let stream = device
+                .build_output_stream_raw(
+                    config,
+                    format.to_cpal(),
+                    move |data: &mut cpal::Data, _: &cpal::OutputCallbackInfo| monitor.on_raw(data),
+                    move |e: cpal::Error| report_device_error(&err_shared, 2, e),
+                    None,
+                )
+                .map_err(|e| EngineError::from_cpal(&name, e))?;
+            monitor_info = (Some(name), Some(mrate), stream.buffer_size().ok());
+            monitor_feed = Some(MonitorFeed {
+                ring: mprod,
+                resampler: if mrate == output_rate {
+                    None
+                } else {
+                    Some(StreamResampler::new(
+                        output_rate,
+                        mrate,
+                        cfg.pipeline.resampler,
+                    )?)
+                },
+            });
+            output_stream = Some(stream);
+        }
+
+        let mut capture = Capture::new(producer, downmix, shared.clone());
+        let err_shared = shared.clone();
+        let input_stream = input_device
+            .build_input_stream_raw(
+                input_config,
+                input_format.to_cpal(),
+                move |data: &cpal::Data, _: &cpal::InputCallbackInfo| capture.on_raw(data),
+                move |e: cpal::Error| report_device_error(&err_shared, 1, e),
+                None,
+            )
+            .map_err(|e| EngineError::from_cpal(&input_name, e))?;
+
+        let info = StreamInfo {
+            input_device: input_name.clone(),
+            input_rate: rate,
+            input_channels: channels as u16,
+            input_format,
+            input_buffer_frames: input_stream.buffer_size().ok(),
+            output_rate,
+            algorithmic_latency,
+            monitor_device: monitor_info.0,
+            monitor_rate: monitor_info.1,
+            monitor_buffer_frames: monitor_info.2,
+            ring_capacity,
+        };
+
+        let processing = Processing {
+            ring: consumer,
+            pipeline,
+            chunk: (rate as usize / 100).max(1),
+            framer: Framer::new(output_rate),
+            sink: self.sink.take(),
+            recorder,
+            monitor: monitor_feed,
+            shared: shared.clone(),
+            control: control.clone(),
+            events: events_tx,
+            max_input_frames: cfg
+                .duration
+                .map(|d| (d.as_secs_f64() * rate as f64).round() as u64),
+        };
+        let thread = std::thread::Builder::new()
+            .name("clearvox-processing".into())
+            .spawn(move || processing.run())
+            .map_err(|e| EngineError::Thread(e.to_string()))?;
+
+        let started = (|| {
+            if let Some(s) = &output_stream {
+                s.play()
+                    .map_err(|e| EngineError::from_cpal("monitor output", e))?;
+            }
+            input_stream
+                .play()
+                .map_err(|e| EngineError::from_cpal(&input_name, e))
+        })();
+        self.events = Some(events_rx);
+        self.running = Some(Running {
+            input: input_stream,
+            output: output_stream,
+            thread,
+            control,
+            shared,
+            info,
+        });
+        if let Err(e) = started {
+            let _ = self.stop();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Stops capture (no callback runs after this returns), processes what was
+    /// captured, flushes the pipeline's tail to the sink and the recording, finalises
+    /// the recording, and releases the devices.
+    pub fn stop(&mut self) -> Result<EngineReport, EngineError> {
+        let running = self.running.take().ok_or(EngineError::NotRunning)?;
+        let Running {
+            input,
+            output,
+            thread,
+            control,
+            shared,
+            info,
+        } = running;
+        let _ = input.pause();
+        // Dropping the stream joins the backend's callback thread.
+        drop(input);
+        control.stop.store(true, Release);
+        let result = thread
+            .join()
+            .map_err(|_| EngineError::Thread("the processing thread panicked".into()))
+            .and_then(|r| r);
+        if let Some(o) = output {
+            let _ = o.pause();
+            drop(o);
+        }
+        let stats = snapshot(&shared, &info);
+        self.last = Some((info.clone(), shared));
+        result.map(|()| EngineReport {
+            stream: info,
+            stats,
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.running.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+fn report_device_error(shared: &Shared, which: u32, e: cpal::Error) {
+    // A rerouted default device keeps running: not a failure.
+    if e.kind() == cpal::ErrorKind::DeviceChanged {
+        return;
+    }
+    let _ = shared.device_error_message.set(e.to_string());
+    let _ = shared.device_error.compare_exchange(
+        0,
+        which,
+        Release,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+fn snapshot(shared: &Shared, info: &StreamInfo) -> EngineStats {
+    let mut s = EngineStats::from_shared(shared);
+    s.ring_capacity = info.ring_capacity as u64;
+    let ms = |frames: f64, rate: u32| frames * 1000.0 / rate as f64;
+    s.algorithmic_latency_ms = ms(info.algorithmic_latency as f64, info.output_rate);
+    let mut latency = s.algorithmic_latency_ms
+        + ms(
+            info.input_buffer_frames.unwrap_or(0) as f64,
+            info.input_rate,
+        )
+        + ms(s.ring_fill as f64, info.input_rate);
+    if let Some(mrate) = info.monitor_rate {
+        let fill = shared
+            .monitor_fill
+            .load(std::sync::atomic::Ordering::Relaxed);
+        latency +=
+            ms(fill as f64, mrate) + ms(info.monitor_buffer_frames.unwrap_or(0) as f64, mrate);
+    }
+    s.latency_ms = latency;
+    s
+}
+
+// The engine is built on one thread and may be moved to another (an app's audio
+// controller); the frame sink runs on the processing thread.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<EngineConfig>();
+    assert_send::<Box<dyn FrameSink>>();
+};

@@ -1,0 +1,87 @@
+//! The output callback: plays the enhanced signal from the monitor ring.
+//!
+//! It pops mono samples, copies each to every channel in the device's format, and
+//! plays silence (counting an underrun) when the ring has too little. Playback begins
+//! once the ring holds a small cushion, so the start is not a string of underruns. Like
+//! the input callback it never allocates, locks, blocks or logs.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use ringbuf::traits::{Consumer, Observer};
+use ringbuf::HeapCons;
+
+use super::stats::Shared;
+use crate::dsp::convert::FromF32;
+
+const SCRATCH: usize = 4096;
+
+/// State the output callback owns.
+pub(crate) struct Monitor {
+    ring: HeapCons<f32>,
+    channels: usize,
+    cushion: usize,
+    primed: bool,
+    scratch: Vec<f32>,
+    shared: Arc<Shared>,
+}
+
+impl Monitor {
+    pub(crate) fn new(
+        ring: HeapCons<f32>,
+        channels: usize,
+        cushion: usize,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            ring,
+            channels: channels.max(1),
+            cushion,
+            primed: false,
+            scratch: vec![0.0; SCRATCH],
+            shared,
+        }
+    }
+
+    /// Fills one callback's interleaved buffer.
+    pub(crate) fn on_data<S: FromF32>(&mut self, out: &mut [S]) {
+        let silence = S::from_f32(0.0);
+        if !self.primed {
+            if self.ring.occupied_len() < self.cushion {
+                out.fill(silence);
+                return;
+            }
+            self.primed = true;
+        }
+        let mut short = false;
+        for block in out.chunks_mut(SCRATCH * self.channels) {
+            let frames = block.len() / self.channels;
+            let got = self.ring.pop_slice(&mut self.scratch[..frames]);
+            if got < frames {
+                short = true;
+                self.scratch[got..frames].fill(0.0);
+            }
+            for (f, v) in block
+                .chunks_exact_mut(self.channels)
+                .zip(&self.scratch[..frames])
+            {
+                f.fill(S::from_f32(*v));
+            }
+        }
+        if short {
+            self.shared.underruns.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Fills a buffer in cpal's dynamically typed form.
+    pub(crate) fn on_raw(&mut self, data: &mut cpal::Data) {
+        use cpal::SampleFormat as F;
+        match data.sample_format() {
+            F::I16 => self.on_data(data.as_slice_mut::<i16>().unwrap_or(&mut [])),
+            F::I32 => self.on_data(data.as_slice_mut::<i32>().unwrap_or(&mut [])),
+            F::F32 => self.on_data(data.as_slice_mut::<f32>().unwrap_or(&mut [])),
+            F::U16 => self.on_data(data.as_slice_mut::<u16>().unwrap_or(&mut [])),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Statistics shared between the audio callbacks, the processing thread and readers.
+//!
+//! Everything is an atomic: the callbacks update counters without locking, and
+//! [`EngineStats`] can be read at any time from any thread.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Resolution of the processing-time histogram below 1 ms: 1 µs per bucket.
+const FINE_BUCKETS: usize = 1024;
+/// Above 1 ms: 16 µs per bucket up to about 17 ms, then one overflow bucket.
+const COARSE_BUCKETS: usize = 1024;
+const COARSE_STEP_US: u64 = 16;
+
+/// A lock-free histogram of per-frame processing times.
+pub(crate) struct TimeHistogram {
+    buckets: Vec<AtomicU32>,
+    max_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl TimeHistogram {
+    pub(crate) fn new() -> Self {
+        Self {
+            buckets: (0..FINE_BUCKETS + COARSE_BUCKETS + 1)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+            max_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn record(&self, micros: u64) {
+        let i = if (micros as usize) < FINE_BUCKETS {
+            micros as usize
+        } else {
+            (FINE_BUCKETS + ((micros - FINE_BUCKETS as u64) / COARSE_STEP_US) as usize)
+                .min(FINE_BUCKETS + COARSE_BUCKETS)
+        };
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.max_us.fetch_max(micros, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// The `q` quantile (0..1) in µs (the upper edge of its bucket).
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
+        let count = self.count.load(Relaxed);
+        if count == 0 {
+            return 0;
+        }
+        let target = ((count as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Relaxed) as u64;
+            if seen >= target {
+                return if i < FINE_BUCKETS {
+                    i as u64
+                } else {
+                    FINE_BUCKETS as u64 + (i - FINE_BUCKETS + 1) as u64 * COARSE_STEP_US
+                };
+            }
+        }
+        self.max_us.load(Relaxed)
+    }
+
+    pub(crate) fn max(&self) -> u64 {
+        self.max_us.load(Relaxed)
+    }
+}
+
+/// Counters shared by every thread of a running engine.
+pub(crate) struct Shared {
+    pub(crate) callbacks: AtomicU64,
+    pub(crate) captured_frames: AtomicU64,
+    pub(crate) max_callback_frames: AtomicU64,
+    pub(crate) overruns: AtomicU64,
+    pub(crate) overrun_frames: AtomicU64,
+    pub(crate) underruns: AtomicU64,
+    pub(crate) monitor_dropped: AtomicU64,
+    pub(crate) frames_processed: AtomicU64,
+    pub(crate) input_consumed: AtomicU64,
+    pub(crate) ring_fill: AtomicU64,
+    pub(crate) ring_fill_max: AtomicU64,
+    pub(crate) monitor_fill: AtomicU64,
+    /// Input level of the last chunk, dBFS RMS, as f32 bits.
+    pub(crate) input_level: AtomicU32,
+    pub(crate) in_speech: AtomicBool,
+    pub(crate) processing: TimeHistogram,
+    /// Set by a stream's error callback: 1 input, 2 output.
+    pub(crate) device_error: AtomicU32,
+    /// What the error callback said (set once; the error callback is not the data
+    /// callback and may allocate).
+    pub(crate) device_error_message: std::sync::OnceLock<String>,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        Self {
+            callbacks: AtomicU64::new(0),
+            captured_frames: AtomicU64::new(0),
+            max_callback_frames: AtomicU64::new(0),
+            overruns: AtomicU64::new(0),
+            overrun_frames: AtomicU64::new(0),
+            underruns: AtomicU64::new(0),
+            monitor_dropped: AtomicU64::new(0),
+            frames_processed: AtomicU64::new(0),
+            input_consumed: AtomicU64::new(0),
+            ring_fill: AtomicU64::new(0),
+            ring_fill_max: AtomicU64::new(0),
+            monitor_fill: AtomicU64::new(0),
+            input_level: AtomicU32::new((-120.0f32).to_bits()),
+            in_speech: AtomicBool::new(false),
+            processing: TimeHistogram::new(),
+            device_error: AtomicU32::new(0),
+            device_error_message: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+/// A snapshot of a running (or stopped) engine's statistics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EngineStats {
+    /// Input callbacks so far.
+    pub callbacks: u64,
+    /// Frames the input callbacks delivered.
+    pub captured_frames: u64,
+    /// Largest input callback, frames.
+    pub max_callback_frames: u64,
+    /// Input frames the processing thread has taken.
+    pub input_frames_processed: u64,
+    /// Enhanced 10 ms frames produced.
+    pub frames_processed: u64,
+    /// Input callbacks that found the capture ring full (audio was dropped).
+    pub overruns: u64,
+    /// Input frames dropped by overruns.
+    pub overrun_frames: u64,
+    /// Monitor callbacks that found too little audio and played silence.
+    pub underruns: u64,
+    /// Monitor samples dropped because the monitor ring was full.
+    pub monitor_dropped: u64,
+    /// Capture ring fill now, and at most so far, frames.
+    pub ring_fill: u64,
+    /// Largest capture ring fill seen, frames.
+    pub ring_fill_max: u64,
+    /// Capture ring capacity, frames.
+    pub ring_capacity: u64,
+    /// Processing time per 10 ms frame: median, 99th percentile and maximum, µs.
+    pub frame_time_p50_us: u64,
+    /// 99th percentile of the processing time per frame, µs.
+    pub frame_time_p99_us: u64,
+    /// Longest processing time of a frame, µs.
+    pub frame_time_max_us: u64,
+    /// Median processing time as a share of the 10 ms frame budget, %.
+    pub cpu_percent: f64,
+    /// Input level of the latest chunk, dBFS RMS.
+    pub input_level_dbfs: f32,
+    /// Whether the VAD is in speech.
+    pub in_speech: bool,
+    /// Estimated end-to-end latency: input device buffer + capture ring + algorithmic
+    /// (+ monitor ring and output buffer when monitoring), ms.
+    pub latency_ms: f64,
+    /// The algorithmic part of the latency, ms.
+    pub algorithmic_latency_ms: f64,
+}
+
+impl EngineStats {
+    pub(crate) fn from_shared(shared: &Shared) -> Self {
+        let p50 = shared.processing.quantile(0.5);
+        Self {
+            callbacks: shared.callbacks.load(Relaxed),
+            captured_frames: shared.captured_frames.load(Relaxed),
+            max_callback_frames: shared.max_callback_frames.load(Relaxed),
+            input_frames_processed: shared.input_consumed.load(Relaxed),
+            frames_processed: shared.frames_processed.load(Relaxed),
+            overruns: shared.overruns.load(Relaxed),
+            overrun_frames: shared.overrun_frames.load(Relaxed),
+            underruns: shared.underruns.load(Relaxed),
+            monitor_dropped: shared.monitor_dropped.load(Relaxed),
+            ring_fill: shared.ring_fill.load(Relaxed),
+            ring_fill_max: shared.ring_fill_max.load(Relaxed),
+            ring_capacity: 0,
+            frame_time_p50_us: p50,
+            frame_time_p99_us: shared.processing.quantile(0.99),
+            frame_time_max_us: shared.processing.max(),
+            cpu_percent: p50 as f64 / 10_000.0 * 100.0,
+            input_level_dbfs: f32::from_bits(shared.input_level.load(Relaxed)),
+            in_speech: shared.in_speech.load(Relaxed),
+            latency_ms: 0.0,
+            algorithmic_latency_ms: 0.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles() {
+        let h = TimeHistogram::new();
+        for us in 1..=100 {
+            h.record(us);
+        }
+        h.record(5_000);
+        assert_eq!(h.quantile(0.5), 51);
+        assert_eq!(h.quantile(0.99), 100);
+        assert_eq!(h.max(), 5_000);
+        assert!(h.quantile(1.0) >= 5_000 && h.quantile(1.0) <= 5_016);
+        assert_eq!(TimeHistogram::new().quantile(0.5), 0);
+    }
+}
