@@ -141,9 +141,19 @@ impl StreamResampler {
 
     /// The most output samples a call with `input_len` new samples can produce.
     pub fn output_len_max(&self, input_len: usize) -> usize {
+        self.output_len_with_pending(self.in_fill, input_len)
+    }
+
+    /// The most output samples a call with `input_len` new samples can produce, whatever
+    /// is pending: a buffer this large always suffices.
+    pub fn output_len_bound(&self, input_len: usize) -> usize {
+        self.output_len_with_pending(self.chunk_len() - 1, input_len)
+    }
+
+    fn output_len_with_pending(&self, pending: usize, input_len: usize) -> usize {
         match &self.inner {
             None => input_len,
-            Some(r) => (self.in_fill + input_len) / r.input_frames_next() * r.output_frames_max(),
+            Some(r) => (pending + input_len) / r.input_frames_next() * r.output_frames_max(),
         }
     }
 

@@ -165,6 +165,12 @@ pub enum EngineEvent {
         /// What the backend said.
         message: String,
     },
+    /// Processing failed (the recording could not be written, ...); the engine has
+    /// stopped processing.
+    Failed {
+        /// What went wrong.
+        message: String,
+    },
     /// The processing thread has flushed and finished (input budget reached, device
     /// error, or stop).
     Finished,
@@ -490,7 +496,7 @@ impl Engine {
             events: events_tx,
             max_input_frames: cfg
                 .duration
-                .map(|d| (d.as_secs_f64() * rate as f64).round() as u64),
+                .map(|d| ((d.as_nanos() * rate as u128 + 500_000_000) / 1_000_000_000) as u64),
         };
         let thread = std::thread::Builder::new()
             .name("clearvox-processing".into())

@@ -70,35 +70,35 @@ impl FrameSink for Counting<'_> {
 }
 
 impl Processing {
-    /// Runs until stopped, the input budget is used up, or the device fails.
+    /// Runs until stopped, the input budget is used up, or the device fails. However it
+    /// ends, the engine learns of it (`finished`, and an event for a failure).
     pub(crate) fn run(mut self) -> Result<(), EngineError> {
+        let control = self.control.clone();
+        let events = self.events.clone();
+        let result = self.work();
+        if let Err(e) = &result {
+            if !matches!(e, EngineError::DeviceLost { .. }) {
+                let _ = events.send(EngineEvent::Failed {
+                    message: e.to_string(),
+                });
+            }
+        }
+        control.finished.store(true, Release);
+        result
+    }
+
+    fn work(&mut self) -> Result<(), EngineError> {
         // RNNoise's FFT keeps per-thread plans: create them here, before real audio.
         self.pipeline.warm_up();
         let mut input = vec![0.0f32; self.chunk];
-        let mut out = vec![0.0f32; self.pipeline.output_len_max(self.chunk)];
+        let mut out = vec![0.0f32; self.pipeline.output_len_bound(self.chunk)];
         let mut consumed = 0u64;
         let mut outcome = Ok(());
         loop {
-            let stopping = self.control.stop.load(Acquire);
+            // After a device error nothing more arrives: take what the ring holds, then
+            // end as if stopped.
             let device_error = self.shared.device_error.load(Acquire);
-            if device_error != 0 {
-                let message = self
-                    .shared
-                    .device_error_message
-                    .get()
-                    .cloned()
-                    .unwrap_or_else(|| "device error".into());
-                let input = device_error == 1;
-                let _ = self.events.send(EngineEvent::DeviceError {
-                    input,
-                    message: message.clone(),
-                });
-                outcome = Err(EngineError::DeviceLost {
-                    kind: if input { "input" } else { "output" },
-                    message,
-                });
-                break;
-            }
+            let stopping = self.control.stop.load(Acquire) || device_error != 0;
             let available = self.ring.occupied_len();
             self.shared.ring_fill.store(available as u64, Relaxed);
             self.shared
@@ -129,6 +129,23 @@ impl Processing {
                 continue;
             }
             if stopping {
+                if device_error != 0 {
+                    let message = self
+                        .shared
+                        .device_error_message
+                        .get()
+                        .cloned()
+                        .unwrap_or_else(|| "device error".into());
+                    let input = device_error == 1;
+                    let _ = self.events.send(EngineEvent::DeviceError {
+                        input,
+                        message: message.clone(),
+                    });
+                    outcome = Err(EngineError::DeviceLost {
+                        kind: if input { "input" } else { "output" },
+                        message,
+                    });
+                }
                 break;
             }
             std::thread::sleep(IDLE);

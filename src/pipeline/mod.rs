@@ -480,6 +480,14 @@ impl Pipeline {
         self.back.output_len_max(frames)
     }
 
+    /// The most output samples a call with `input_frames` frames can produce in any
+    /// state: size a buffer once with this and every call of that length fits.
+    pub fn output_len_bound(&self, input_frames: usize) -> usize {
+        let at_48k = self.front.output_len_bound(input_frames);
+        let frames = (FRAME_LEN - 1 + at_48k) / FRAME_LEN * FRAME_LEN;
+        self.back.output_len_bound(frames)
+    }
+
     /// Changes the wet/dry mix (0 = dry, 1 = fully enhanced), with a 10 ms cross-fade.
     pub fn set_strength(&mut self, strength: f32) -> Result<()> {
         if !(0.0..=1.0).contains(&strength) {
