@@ -484,7 +484,7 @@ impl Pipeline {
     /// state: size a buffer once with this and every call of that length fits.
     pub fn output_len_bound(&self, input_frames: usize) -> usize {
         let at_48k = self.front.output_len_bound(input_frames);
-        let frames = (FRAME_LEN - 1 + at_48k) / FRAME_LEN * FRAME_LEN;
+        let frames = at_48k.div_ceil(FRAME_LEN) * FRAME_LEN;
         self.back.output_len_bound(frames)
     }
 
