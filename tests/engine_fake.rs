@@ -431,3 +431,72 @@ fn the_monitor_plays_the_enhanced_signal() {
     assert!(n > 24_000, "only {n} samples played");
     assert_eq!(&left[start..start + n], &enhanced[lead..lead + n]);
 }
+
+#[test]
+fn errors_a_stream_goes_on_from_are_counted_not_fatal() {
+    let voice = voice_48k_i16();
+    let script = InputScript::new(1, voice.clone())
+        .pacing(Pacing::Paced(8.0))
+        .fault_at(4_800, Fault::NonFatal(cpal::ErrorKind::Xrun))
+        .fault_at(9_600, Fault::NonFatal(cpal::ErrorKind::BackendError));
+    let (host, _probe) = FakeHost::build(FakeSetup::new().input(mic(script, 48_000, 1)));
+    let config = EngineConfig {
+        duration: Some(exactly(voice.len(), 48_000)),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::with_host(host, config).unwrap();
+    let rx = engine.frame_channel(10_000);
+    engine.start().unwrap();
+    wait_finished(&engine);
+    let report = engine.stop().unwrap();
+    assert_eq!(report.stats.stream_errors, 2);
+    let got: Vec<f32> = rx
+        .iter_timeout(Duration::from_millis(50))
+        .flat_map(|f| f.samples)
+        .collect();
+    assert_eq!(got, offline(&Config::default(), &voice, 48_000, 1));
+}
+
+#[test]
+fn losing_the_monitor_stops_monitoring_but_not_capture() {
+    let voice = voice_48k_i16();
+    let script = InputScript::new(1, voice.clone()).pacing(Pacing::Paced(8.0));
+    let (host, _probe) = FakeHost::build(
+        FakeSetup::new().input(mic(script, 48_000, 1)).output(
+            FakeOutput::new(
+                "speaker",
+                OutputScript::new()
+                    .pacing(Pacing::Paced(8.0))
+                    .lose_device_after(24_000),
+            )
+            .default_device()
+            .supports(&[SampleFormat::F32], &[2], &[48_000])
+            .default_config(SampleFormat::F32, 2, 48_000),
+        ),
+    );
+    let config = EngineConfig {
+        output: Some(Default::default()),
+        duration: Some(exactly(voice.len(), 48_000)),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::with_host(host, config).unwrap();
+    let rx = engine.frame_channel(10_000);
+    engine.start().unwrap();
+    wait_finished(&engine);
+    let mut events = Vec::new();
+    while let Some(e) = engine.poll_event() {
+        events.push(e);
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::DeviceError { input: false, .. })),
+        "{events:?}"
+    );
+    engine.stop().unwrap();
+    let got: Vec<f32> = rx
+        .iter_timeout(Duration::from_millis(50))
+        .flat_map(|f| f.samples)
+        .collect();
+    assert_eq!(got, offline(&Config::default(), &voice, 48_000, 1));
+}

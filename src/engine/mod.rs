@@ -157,8 +157,9 @@ impl EngineError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum EngineEvent {
-    /// A device reported an error; the engine flushed, finished the recording and
-    /// stopped processing.
+    /// A device failed: for the input, the engine flushed, finished the recording and
+    /// stopped processing; for the monitor output, monitoring stopped and capture goes
+    /// on.
     DeviceError {
         /// Whether it was the input (else the monitor output).
         input: bool,
@@ -570,18 +571,30 @@ impl Drop for Engine {
     }
 }
 
+/// The error callback of a stream (`which`: 1 input, 2 output). It runs on the
+/// backend's thread, possibly thousands of times in a burst (the ALSA pulse plugin
+/// reports a spurious I/O error per period when playback starts beside a capture), so it
+/// only counts: errors after which the stream goes on (xruns, backend hiccups) are
+/// tallied; those that end the stream (the device is gone, the server is gone, the
+/// stream must be rebuilt) are flagged for the processing thread, with their message.
 fn report_device_error(shared: &Shared, which: u32, e: cpal::Error) {
-    // A rerouted default device keeps running: not a failure.
-    if e.kind() == cpal::ErrorKind::DeviceChanged {
-        return;
+    use cpal::ErrorKind as K;
+    use std::sync::atomic::Ordering::Relaxed;
+    match e.kind() {
+        // A rerouted default device keeps running: not an error at all.
+        K::DeviceChanged => {}
+        K::DeviceNotAvailable | K::HostUnavailable | K::StreamInvalidated => {
+            let _ = shared.device_error_message.set(e.to_string());
+            if which == 1 {
+                let _ = shared.device_error.compare_exchange(0, 1, Release, Relaxed);
+            } else {
+                shared.monitor_lost.store(true, Release);
+            }
+        }
+        _ => {
+            shared.stream_errors.fetch_add(1, Relaxed);
+        }
     }
-    let _ = shared.device_error_message.set(e.to_string());
-    let _ = shared.device_error.compare_exchange(
-        0,
-        which,
-        Release,
-        std::sync::atomic::Ordering::Relaxed,
-    );
 }
 
 fn snapshot(shared: &Shared, info: &StreamInfo) -> EngineStats {

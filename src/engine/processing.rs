@@ -136,13 +136,12 @@ impl Processing {
                         .get()
                         .cloned()
                         .unwrap_or_else(|| "device error".into());
-                    let input = device_error == 1;
                     let _ = self.events.send(EngineEvent::DeviceError {
-                        input,
+                        input: true,
                         message: message.clone(),
                     });
                     outcome = Err(EngineError::DeviceLost {
-                        kind: if input { "input" } else { "output" },
+                        kind: "input",
                         message,
                     });
                 }
@@ -184,6 +183,20 @@ impl Processing {
     }
 
     fn deliver(&mut self, out: &[f32]) -> Result<(), EngineError> {
+        if self.monitor.is_some() && self.shared.monitor_lost.load(Acquire) {
+            // The output device is gone: stop feeding it, keep capturing.
+            self.monitor = None;
+            let message = self
+                .shared
+                .device_error_message
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "monitor output failed".into());
+            let _ = self.events.send(EngineEvent::DeviceError {
+                input: false,
+                message,
+            });
+        }
         while let Some(e) = self.pipeline.pop_event() {
             self.framer.event(e);
         }

@@ -87,8 +87,12 @@ pub(crate) struct Shared {
     pub(crate) input_level: AtomicU32,
     pub(crate) in_speech: AtomicBool,
     pub(crate) processing: TimeHistogram,
-    /// Set by a stream's error callback: 1 input, 2 output.
+    /// Set when the input stream failed for good.
     pub(crate) device_error: AtomicU32,
+    /// Set when the monitor output failed for good.
+    pub(crate) monitor_lost: AtomicBool,
+    /// Errors a stream reported and went on from (xruns, backend hiccups).
+    pub(crate) stream_errors: AtomicU64,
     /// What the error callback said (set once; the error callback is not the data
     /// callback and may allocate).
     pub(crate) device_error_message: std::sync::OnceLock<String>,
@@ -113,6 +117,8 @@ impl Shared {
             in_speech: AtomicBool::new(false),
             processing: TimeHistogram::new(),
             device_error: AtomicU32::new(0),
+            monitor_lost: AtomicBool::new(false),
+            stream_errors: AtomicU64::new(0),
             device_error_message: std::sync::OnceLock::new(),
         }
     }
@@ -139,6 +145,8 @@ pub struct EngineStats {
     pub underruns: u64,
     /// Monitor samples dropped because the monitor ring was full.
     pub monitor_dropped: u64,
+    /// Errors the devices reported and carried on from (xruns and the like).
+    pub stream_errors: u64,
     /// Capture ring fill now, and at most so far, frames.
     pub ring_fill: u64,
     /// Largest capture ring fill seen, frames.
@@ -177,6 +185,7 @@ impl EngineStats {
             overrun_frames: shared.overrun_frames.load(Relaxed),
             underruns: shared.underruns.load(Relaxed),
             monitor_dropped: shared.monitor_dropped.load(Relaxed),
+            stream_errors: shared.stream_errors.load(Relaxed),
             ring_fill: shared.ring_fill.load(Relaxed),
             ring_fill_max: shared.ring_fill_max.load(Relaxed),
             ring_capacity: 0,
