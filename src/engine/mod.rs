@@ -470,6 +470,15 @@ impl Engine {
             )
             .map_err(|e| EngineError::from_cpal(&input_name, e))?;
 
+        // The monitor's cushion: one input callback (the enhanced signal arrives in such
+        // bursts) plus two output callbacks.
+        if let (Some(mrate), Some(out_frames)) = (monitor_info.1, monitor_info.2) {
+            let in_frames = input_stream.buffer_size().unwrap_or(0) as u64;
+            let cushion = in_frames * mrate as u64 / rate as u64 + 2 * out_frames as u64;
+            shared
+                .monitor_cushion
+                .store(cushion, std::sync::atomic::Ordering::Relaxed);
+        }
         let info = StreamInfo {
             input_device: input_name.clone(),
             input_rate: rate,

@@ -2,8 +2,10 @@
 //!
 //! It pops mono samples, copies each to every channel in the device's format, and
 //! plays silence (counting an underrun) when the ring has too little. Playback begins
-//! once the ring holds a small cushion, so the start is not a string of underruns. Like
-//! the input callback it never allocates, locks, blocks or logs.
+//! once the ring holds a cushion (set by the engine once both streams exist: one input
+//! callback's worth of audio plus two output callbacks), so the start is not a string
+//! of underruns: the enhanced signal arrives in bursts of the input's callback size.
+//! Like the input callback it never allocates, locks, blocks or logs.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -47,7 +49,10 @@ impl Monitor {
     pub(crate) fn on_data<S: FromF32>(&mut self, out: &mut [S]) {
         let silence = S::from_f32(0.0);
         if !self.primed {
-            if self.ring.occupied_len() < self.cushion {
+            let cushion = self
+                .cushion
+                .max(self.shared.monitor_cushion.load(Relaxed) as usize);
+            if self.ring.occupied_len() < cushion {
                 out.fill(silence);
                 return;
             }

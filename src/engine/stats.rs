@@ -89,6 +89,9 @@ pub(crate) struct Shared {
     pub(crate) processing: TimeHistogram,
     /// Set when the input stream failed for good.
     pub(crate) device_error: AtomicU32,
+    /// Samples the monitor ring must hold before playback starts (set after the streams
+    /// are built, when their callback sizes are known).
+    pub(crate) monitor_cushion: AtomicU64,
     /// Set when the monitor output failed for good.
     pub(crate) monitor_lost: AtomicBool,
     /// Errors a stream reported and went on from (xruns, backend hiccups).
@@ -118,6 +121,7 @@ impl Shared {
             processing: TimeHistogram::new(),
             device_error: AtomicU32::new(0),
             monitor_lost: AtomicBool::new(false),
+            monitor_cushion: AtomicU64::new(0),
             stream_errors: AtomicU64::new(0),
             device_error_message: std::sync::OnceLock::new(),
         }
