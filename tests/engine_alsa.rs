@@ -245,3 +245,67 @@ fn a_ring_too_small_for_an_unpaced_device_overruns_and_says_so() {
         started.elapsed()
     );
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_with_a_valid_recording() {
+    let (samples, rate, channels) = voice(false);
+    let dir = tempfile::tempdir().unwrap();
+    let fx = AlsaFixture::paced(&RawAudio::s16(&samples, channels).at_rate(rate));
+    let rec = dir.path().join("rec.wav");
+    let child = clearvox()
+        .args([
+            "live",
+            "--json",
+            "--input-rate",
+            "48000",
+            "--input-channels",
+            "1",
+        ])
+        .args(["--input-format", "s16", "--record"])
+        .arg(&rec)
+        .envs(fx.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    // SAFETY: sending a signal to our own child process.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["stopped_by"], "interrupt");
+    let recording = read_wav_file(&rec).expect("a valid WAV after Ctrl-C");
+    let seconds = recording.frames() as f64 / 48_000.0;
+    assert!((0.8..3.0).contains(&seconds), "{seconds} s recorded");
+    assert!(!dir
+        .path()
+        .read_dir()
+        .unwrap()
+        .any(|e| { e.unwrap().file_name().to_string_lossy().ends_with(".tmp") }));
+}
+
+#[test]
+fn no_device_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("asound.conf");
+    std::fs::write(&conf, "# no devices at all\n").unwrap();
+    let rec = dir.path().join("rec.wav");
+    let out = clearvox()
+        .args(["live", "--duration", "1", "--record"])
+        .arg(&rec)
+        .env("ALSA_CONFIG_PATH", &conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // alsa-lib prints its own diagnostics first; ours is the last line, and one line.
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("device"),
+        "{stderr}"
+    );
+    assert!(!rec.exists(), "no recording without capture");
+}
