@@ -141,7 +141,9 @@ impl EngineError {
             cpal::ErrorKind::DeviceBusy => {
                 format!("device is busy (in use by another program): {e}")
             }
-            cpal::ErrorKind::DeviceNotAvailable => format!("device is not available: {e}"),
+            cpal::ErrorKind::DeviceNotAvailable => {
+                "not available: there is no such device, or it was disconnected".to_string()
+            }
             cpal::ErrorKind::PermissionDenied => format!("permission denied: {e}"),
             cpal::ErrorKind::UnsupportedConfig => format!("configuration not supported: {e}"),
             _ => e.to_string(),
