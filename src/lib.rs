@@ -9,6 +9,8 @@ pub mod error;
 pub mod io;
 pub mod metrics;
 pub mod pipeline;
+#[cfg(feature = "stream")]
+pub mod stream;
 
 pub use config::{Config, Preset};
 pub use error::{Error, Result};
