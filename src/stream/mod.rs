@@ -1,5 +1,558 @@
-//! Streaming enhanced frames to a conversation backend over WebSocket.
+//! Streaming enhanced frames to the conversation backend over WebSocket.
 //!
-//! (Being built: see `protocol` for what travels on the wire.)
+//! ```text
+//!  processing thread ──FrameSink──► bounded queue ──► network thread (tokio)
+//!  (engine or file source;          (never blocks:    resample to the backend rate → PCM16
+//!   10 ms frames + VAD events)       full = dropped,  → packets (20 ms) → replay buffer (30 s)
+//!                                    counted)         → WebSocket (wss://) → backend
+//!                                                       ◄── acks (resume extension), server events
+//! ```
+//!
+//! [`connect`] checks the destination (TLS unless loopback or `insecure`), opens the
+//! first connection (so a wrong URL, a refused connection or a rejected token is an
+//! error right away) and returns a [`NetworkSink`] — the [`FrameSink`] to hand the
+//! engine or a file source — and a [`StreamHandle`] for statistics, server events and
+//! the end of the stream. Afterwards a lost connection is retried with exponential
+//! backoff and jitter while audio keeps accumulating in the replay buffer; see
+//! [`protocol`] for what the receiver is told so that nothing is lost or duplicated.
+//!
+//! The token goes in an `Authorization: Bearer` header; it is never logged or shown
+//! ([`Token`]'s `Debug` and `Display` hide it).
 
+mod buffer;
+mod client;
 pub mod protocol;
+pub mod source;
+mod tls;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::mpsc::{channel as std_channel, Receiver as StdReceiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::{channel, error::TrySendError, Sender};
+
+use self::client::{Client, Input};
+pub use self::protocol::Protocol;
+use crate::pipeline::{EnhancedFrame, FrameSink};
+
+/// Who decides where a turn ends (OpenAI protocol).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TurnDetection {
+    /// The backend's own VAD (`server_vad`); the client never commits.
+    #[default]
+    Server,
+    /// clearvox's VAD: `turn_detection: null`, and a commit at every speech end.
+    Client,
+}
+
+/// Where and how to stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// `wss://host/path` (or `ws://` to a loopback address).
+    pub url: String,
+    /// Protocol spoken.
+    pub protocol: Protocol,
+    /// Sample rate sent, Hz; `None` takes the protocol's (raw 16 kHz, OpenAI 24 kHz).
+    pub rate: Option<u32>,
+    /// Audio per message, ms.
+    pub packet_ms: u32,
+    /// Audio kept for resending across a reconnect, s.
+    pub buffer_s: f64,
+    /// Ask for the resume extension (harmless to receivers that ignore it).
+    pub resume: bool,
+    /// Raw protocol: send JSON start/stop and speech events as well.
+    pub events: bool,
+    /// OpenAI protocol: whose VAD ends turns.
+    pub turn_detection: TurnDetection,
+    /// Extra handshake headers.
+    pub headers: BTreeMap<String, String>,
+    /// PEM file of a private CA to trust besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// Allow `ws://` to a non-loopback address (audio in the clear).
+    pub insecure: bool,
+    /// Give up a connection attempt after this long, ms.
+    pub connect_timeout_ms: u64,
+    /// First reconnect delay, ms (doubles up to `backoff_max_ms`, with jitter).
+    pub backoff_initial_ms: u64,
+    /// Longest reconnect delay, ms.
+    pub backoff_max_ms: u64,
+    /// How long to wait for a receiver's resume message, ms.
+    pub resume_wait_ms: u64,
+    /// At the end, how long to keep trying to deliver what is left, s.
+    pub finish_timeout_s: f64,
+    /// Frames the queue to the network thread holds (10 ms each).
+    pub queue_frames: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            protocol: Protocol::Raw,
+            rate: None,
+            packet_ms: 20,
+            buffer_s: 30.0,
+            resume: true,
+            events: false,
+            turn_detection: TurnDetection::Server,
+            headers: BTreeMap::new(),
+            ca_file: None,
+            insecure: false,
+            connect_timeout_ms: 10_000,
+            backoff_initial_ms: 200,
+            backoff_max_ms: 5_000,
+            resume_wait_ms: 1_000,
+            finish_timeout_s: 10.0,
+            queue_frames: 1_000,
+        }
+    }
+}
+
+impl StreamConfig {
+    /// A configuration for `url` with the defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The rate sent, Hz.
+    pub fn rate(&self) -> u32 {
+        self.rate.unwrap_or(self.protocol.default_rate())
+    }
+
+    /// The URL without its query (which may hold credentials), for messages.
+    pub fn url_for_display(&self) -> String {
+        self.url.split('?').next().unwrap_or_default().to_string()
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), StreamError> {
+        let rate = self.rate();
+        crate::dsp::convert::check_sample_rate(rate)
+            .map_err(|e| StreamError::Config(e.to_string()))?;
+        if self.protocol == Protocol::Openai && rate != protocol::OPENAI_RATE {
+            return Err(StreamError::Config(format!(
+                "the OpenAI Realtime API takes PCM16 at {} Hz only, not {rate} Hz",
+                protocol::OPENAI_RATE
+            )));
+        }
+        if !(10..=1_000).contains(&self.packet_ms) {
+            return Err(StreamError::Config(format!(
+                "packet_ms = {}: must be in 10..1000",
+                self.packet_ms
+            )));
+        }
+        if !(self.buffer_s >= 0.1 && self.buffer_s <= 600.0) {
+            return Err(StreamError::Config(format!(
+                "buffer_s = {}: must be in 0.1..600",
+                self.buffer_s
+            )));
+        }
+        if self.queue_frames == 0 || self.backoff_initial_ms == 0 || self.connect_timeout_ms == 0 {
+            return Err(StreamError::Config(
+                "queue_frames, backoff_initial_ms and connect_timeout_ms must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A bearer token. Its `Debug` and `Display` never show it.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token from an environment variable, if set and not empty.
+    pub fn from_env(var: &str) -> Option<Self> {
+        std::env::var(var).ok().filter(|t| !t.is_empty()).map(Token)
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<hidden>)")
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// Why a stream could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The URL is malformed or refused by the transport policy.
+    #[error("{0}")]
+    Url(String),
+    /// A TLS configuration problem (CA file, handshake).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// An invalid setting.
+    #[error("invalid stream configuration: {0}")]
+    Config(String),
+    /// The connection could not be made.
+    #[error("cannot connect to {url}: {message}")]
+    Connect {
+        /// The URL, without its query.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The server refused the WebSocket handshake.
+    #[error("{url} refused the connection with HTTP {status}{}", hint(*status))]
+    Rejected {
+        /// The URL, without its query.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The network thread could not start or failed.
+    #[error("stream thread: {0}")]
+    Thread(String),
+}
+
+fn hint(status: u16) -> &'static str {
+    match status {
+        401 | 403 => " (check the token)",
+        404 => " (check the URL's path)",
+        _ => "",
+    }
+}
+
+/// What happens on the stream, for the caller to show or act on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum StreamEvent {
+    /// A connection is up.
+    Connected {
+        /// Whether the receiver acknowledges (resume extension).
+        acknowledged: bool,
+        /// Stream offset this connection's audio starts at.
+        from: u64,
+    },
+    /// A connection was lost; reconnecting.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+    /// A message from the server (OpenAI server events, a raw receiver's messages), as
+    /// it came.
+    ServerMessage(String),
+    /// Audio was dropped.
+    Dropped {
+        /// How many samples.
+        samples: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Something worth telling that did not stop the stream.
+    Warning(String),
+}
+
+/// Counters of a stream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StreamStats {
+    /// Audio messages sent (resends included).
+    pub packets_sent: u64,
+    /// Bytes of audio messages sent.
+    pub bytes_sent: u64,
+    /// Samples sent (resends included).
+    pub samples_sent: u64,
+    /// Samples sent again after a reconnect.
+    pub resent_samples: u64,
+    /// Connections after the first.
+    pub reconnects: u64,
+    /// Samples lost: overflow of the replay buffer, or undelivered at the end.
+    pub dropped_samples: u64,
+    /// Frames dropped because the network thread fell behind the producer.
+    pub dropped_frames: u64,
+    /// Samples the receiver acknowledged.
+    pub acked_samples: u64,
+    /// Round trip of the latest acknowledgement, ms.
+    pub ack_rtt_ms: f64,
+    /// Mean acknowledgement round trip, ms.
+    pub ack_rtt_mean_ms: f64,
+    /// Messages received from the server (acknowledgements aside).
+    pub server_messages: u64,
+    /// Whether a connection is up.
+    pub connected: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Shared {
+    packets_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    samples_sent: AtomicU64,
+    samples_sent_position: AtomicU64,
+    resent_samples: AtomicU64,
+    reconnects: AtomicU64,
+    dropped_samples: AtomicU64,
+    dropped_frames: AtomicU64,
+    acked_samples: AtomicU64,
+    ack_rtt_us_last: AtomicU64,
+    ack_rtt_us_mean: AtomicU64,
+    server_messages: AtomicU64,
+    connected: AtomicBool,
+}
+
+impl Shared {
+    fn snapshot(&self) -> StreamStats {
+        StreamStats {
+            packets_sent: self.packets_sent.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            samples_sent: self.samples_sent.load(Relaxed),
+            resent_samples: self.resent_samples.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            dropped_samples: self.dropped_samples.load(Relaxed),
+            dropped_frames: self.dropped_frames.load(Relaxed),
+            acked_samples: self.acked_samples.load(Relaxed),
+            ack_rtt_ms: self.ack_rtt_us_last.load(Relaxed) as f64 / 1000.0,
+            ack_rtt_mean_ms: self.ack_rtt_us_mean.load(Relaxed) as f64 / 1000.0,
+            server_messages: self.server_messages.load(Relaxed),
+            connected: self.connected.load(Relaxed),
+        }
+    }
+}
+
+/// The [`FrameSink`] end of a stream: hands frames to the network thread without ever
+/// blocking (a full queue drops the frame and counts it).
+pub struct NetworkSink {
+    tx: Option<Sender<Input>>,
+    shared: Arc<Shared>,
+}
+
+impl FrameSink for NetworkSink {
+    fn frame(&mut self, frame: &EnhancedFrame<'_>) {
+        let Some(tx) = &self.tx else { return };
+        let input = Input::Frame {
+            samples: frame.samples.to_vec(),
+            rate: frame.rate,
+            events: frame.events.to_vec(),
+        };
+        match tx.try_send(input) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.shared.dropped_frames.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Closed(_)) => self.tx = None,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            // The end of the stream must get through: wait for room if need be (this
+            // runs once, on the processing thread, never on an audio callback).
+            let _ = tx.blocking_send(Input::Finish);
+        }
+    }
+}
+
+impl Drop for NetworkSink {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The caller's handle on a running stream.
+pub struct StreamHandle {
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    events: Option<StdReceiver<StreamEvent>>,
+    control: Sender<Input>,
+    session: String,
+}
+
+impl StreamHandle {
+    /// Current counters.
+    pub fn stats(&self) -> StreamStats {
+        self.shared.snapshot()
+    }
+
+    /// The stream identifier sent to resume-capable receivers.
+    pub fn session_id(&self) -> &str {
+        &self.session
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&self) -> Option<StreamEvent> {
+        self.events.as_ref().and_then(|r| r.try_recv().ok())
+    }
+
+    /// Takes the event receiver (for a thread that prints events as they come).
+    pub fn take_events(&mut self) -> Option<StdReceiver<StreamEvent>> {
+        self.events.take()
+    }
+
+    /// Asks an OpenAI backend to discard the audio it holds (`input_audio_buffer.clear`).
+    pub fn clear_input(&self) {
+        let _ = self.control.try_send(Input::Clear);
+    }
+
+    /// Waits until the stream has ended (the sink finished) and what was produced is
+    /// delivered, or the finish timeout passed; returns the final counters.
+    pub fn wait(mut self) -> Result<StreamStats, StreamError> {
+        if let Some(t) = self.thread.take() {
+            t.join()
+                .map_err(|_| StreamError::Thread("the network thread panicked".into()))?;
+        }
+        Ok(self.shared.snapshot())
+    }
+}
+
+/// Checks the destination, opens the first connection, and starts the network thread.
+pub fn connect(
+    config: &StreamConfig,
+    token: Option<Token>,
+) -> Result<(NetworkSink, StreamHandle), StreamError> {
+    config.validate()?;
+    let destination = tls::check_url(&config.url, config.insecure)?;
+    let tls = match destination.scheme {
+        tls::Scheme::Tls => Some(tls::client_config(config.ca_file.as_deref())?),
+        tls::Scheme::Plain => None,
+    };
+    let session = new_session_id();
+    let shared = Arc::new(Shared::default());
+    let (events_tx, events_rx) = std_channel();
+    if destination.insecure {
+        let _ = events_tx.send(StreamEvent::Warning(format!(
+            "sending audio unencrypted to {} (--insecure)",
+            config.url_for_display()
+        )));
+    }
+    let (tx, rx) = channel(config.queue_frames);
+    let client = Client::new(
+        config.clone(),
+        token,
+        destination,
+        tls,
+        session.clone(),
+        shared.clone(),
+        events_tx,
+        rx,
+    );
+    let (ready_tx, ready_rx) = std_channel();
+    let thread = std::thread::Builder::new()
+        .name("clearvox-stream".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(StreamError::Thread(e.to_string())));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match client.connect().await {
+                    Ok(ws) => {
+                        let _ = ready_tx.send(Ok(()));
+                        client.run(ws).await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .map_err(|e| StreamError::Thread(e.to_string()))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Err(_) => {
+            let _ = thread.join();
+            return Err(StreamError::Thread(
+                "the network thread ended at start".into(),
+            ));
+        }
+    }
+    Ok((
+        NetworkSink {
+            tx: Some(tx.clone()),
+            shared: shared.clone(),
+        },
+        StreamHandle {
+            thread: Some(thread),
+            shared,
+            events: Some(events_rx),
+            control: tx,
+            session,
+        },
+    ))
+}
+
+/// 32 random hex digits.
+fn new_session_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // No system randomness: time and process id still make it unique enough.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = (t ^ ((std::process::id() as u128) << 64)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_never_show() {
+        let t = Token::new("sk-secret");
+        assert!(!format!("{t:?} {t}").contains("secret"));
+    }
+
+    #[test]
+    fn configuration_checks() {
+        let mut c = StreamConfig::new("wss://x");
+        c.validate().unwrap();
+        c.protocol = Protocol::Openai;
+        assert_eq!(c.rate(), 24_000);
+        c.rate = Some(16_000);
+        assert!(c.validate().unwrap_err().to_string().contains("24000"));
+        assert_eq!(
+            StreamConfig::new("wss://h/p?key=1").url_for_display(),
+            "wss://h/p"
+        );
+        assert_eq!(new_session_id().len(), 32);
+    }
+
+    #[test]
+    fn a_refused_connection_is_an_error_at_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let c = StreamConfig::new(format!("ws://127.0.0.1:{port}/"));
+        let e = connect(&c, None).err().unwrap().to_string();
+        assert!(e.contains("cannot connect"), "{e}");
+    }
+}

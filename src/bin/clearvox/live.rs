@@ -105,11 +105,23 @@ struct Summary<'a> {
     events: &'a [EngineEvent],
     recording: Option<String>,
     stopped_by: &'a str,
+    /// The network stream's statistics, with --stream.
+    network: Option<serde_json::Value>,
 }
 
 /// `clearvox live`.
 pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
-    let pipeline = settings::build_config(&args.pipeline)?;
+    #[allow(unused_mut)]
+    let mut pipeline = settings::build_config(&args.pipeline)?;
+    #[cfg(feature = "stream")]
+    let stream_config = match &args.stream {
+        Some(url) => {
+            let c = crate::stream_cmd::stream_config(url, &args.stream_args)?;
+            pipeline = crate::stream_cmd::pipeline_for(pipeline, &c);
+            Some(c)
+        }
+        None => None,
+    };
     if args.pipeline.noise_profile.is_some() {
         bail!("--noise-profile is for files; live, the gate learns the noise as it goes");
     }
@@ -144,6 +156,16 @@ pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
         ..EngineConfig::default()
     };
     let mut engine = Engine::new(config)?;
+    #[cfg(feature = "stream")]
+    let mut stream = None;
+    #[cfg(feature = "stream")]
+    if let Some(c) = &stream_config {
+        let token = clearvox::stream::Token::from_env(&args.stream_args.token_env);
+        let (sink, mut handle) = clearvox::stream::connect(c, token)?;
+        let printer = handle.take_events().map(crate::stream_cmd::print_events);
+        engine.set_frame_sink(Box::new(sink));
+        stream = Some((handle, printer, c.rate()));
+    }
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -197,6 +219,23 @@ pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
     while let Some(e) = engine.poll_event() {
         events.push(e);
     }
+    // The processing thread finished the sink at stop: wait for the stream's delivery.
+    #[cfg(feature = "stream")]
+    let stream_stats = match stream {
+        Some((handle, printer, rate)) => {
+            let stats = handle.wait()?;
+            if let Some(p) = printer {
+                let _ = p.join();
+            }
+            if terminal {
+                crate::stream_cmd::report(&stats, rate, false);
+            }
+            Some(stats)
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "stream"))]
+    let stream_stats: Option<()> = None;
     if terminal {
         eprintln!();
     }
@@ -229,6 +268,9 @@ pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
             events: &events,
             recording,
             stopped_by,
+            network: stream_stats
+                .as_ref()
+                .map(|s| serde_json::to_value(s).unwrap_or_default()),
         };
         println!("{}", serde_json::to_string(&summary)?);
     }

@@ -13,6 +13,8 @@ mod plan;
 mod progress;
 mod report;
 mod settings;
+#[cfg(feature = "stream")]
+mod stream_cmd;
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -52,6 +54,108 @@ enum Command {
     /// List the audio devices with what they support.
     #[cfg(feature = "device")]
     Devices(DevicesArgs),
+    /// Stream a WAV file through the pipeline to a conversation backend (WebSocket).
+    #[cfg(feature = "stream")]
+    Stream(StreamCmdArgs),
+}
+
+/// Where and how to stream (shared by `stream` and `live --stream`).
+#[cfg(feature = "stream")]
+#[derive(Args, Debug, Default)]
+pub struct StreamArgs {
+    /// Protocol: `raw` PCM16 binary messages, or `openai` Realtime client events.
+    #[arg(long, value_name = "raw|openai", value_parser = parse_protocol)]
+    pub protocol: Option<clearvox::stream::Protocol>,
+
+    /// Rate sent, Hz [default: raw 16000, openai 24000].
+    #[arg(long, value_name = "HZ")]
+    pub rate: Option<u32>,
+
+    /// Raw protocol: also send JSON start/stop and speech_started/speech_stopped messages.
+    #[arg(long)]
+    pub events: bool,
+
+    /// OpenAI protocol: `server` VAD, or `client` (clearvox commits at each speech end).
+    #[arg(long, value_name = "server|client", value_parser = parse_turn_detection)]
+    pub turn_detection: Option<clearvox::stream::TurnDetection>,
+
+    /// Audio per message, ms [default: 20].
+    #[arg(long, value_name = "MS")]
+    pub packet_ms: Option<u32>,
+
+    /// Audio kept in memory for resending across reconnects, s [default: 30].
+    #[arg(long, value_name = "S")]
+    pub buffer_s: Option<f64>,
+
+    /// Do not ask the receiver for the resume extension.
+    #[arg(long)]
+    pub no_resume: bool,
+
+    /// PEM file of a private CA to trust (besides the system's web roots).
+    #[arg(long, value_name = "FILE.pem")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Allow ws:// to a non-loopback address: the audio travels unencrypted.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Environment variable holding the bearer token [default: CLEARVOX_TOKEN].
+    #[arg(long, value_name = "VAR", default_value = "CLEARVOX_TOKEN")]
+    pub token_env: String,
+
+    /// Extra handshake header, `Name: value` (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+}
+
+/// Arguments of `clearvox stream`.
+#[cfg(feature = "stream")]
+#[derive(Args, Debug)]
+#[command(after_help = "\
+The token, if the backend needs one, comes from the environment (CLEARVOX_TOKEN, or the
+variable --token-env names), never from the command line, and is never printed. Server
+messages are printed to stdout as JSON lines; progress, warnings and the closing
+statistics go to stderr (one JSON line with --json).")]
+pub struct StreamCmdArgs {
+    /// Input WAV file (`-` reads stdin).
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+
+    /// Backend URL: wss://host/path (ws:// to a loopback address).
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+
+    /// Pace the file like a microphone (10 ms every 10 ms).
+    #[arg(long)]
+    pub realtime: bool,
+
+    /// Print the closing statistics as one JSON line on stderr.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Where and how to stream.
+    #[command(flatten)]
+    pub stream: StreamArgs,
+
+    /// The pipeline's settings.
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[cfg(feature = "stream")]
+fn parse_protocol(s: &str) -> Result<clearvox::stream::Protocol, String> {
+    s.parse()
+}
+
+#[cfg(feature = "stream")]
+fn parse_turn_detection(s: &str) -> Result<clearvox::stream::TurnDetection, String> {
+    match s {
+        "server" => Ok(clearvox::stream::TurnDetection::Server),
+        "client" => Ok(clearvox::stream::TurnDetection::Client),
+        other => Err(format!(
+            "unknown turn detection '{other}': choose server or client"
+        )),
+    }
 }
 
 /// Arguments of `clearvox live`.
@@ -112,6 +216,16 @@ pub struct LiveArgs {
     /// Print the final JSON statistics even on a terminal (and no status line).
     #[arg(long)]
     pub json: bool,
+
+    /// Also stream the enhanced audio to this backend (wss://...).
+    #[cfg(feature = "stream")]
+    #[arg(long, value_name = "URL")]
+    pub stream: Option<String>,
+
+    /// Where and how to stream (with --stream).
+    #[cfg(feature = "stream")]
+    #[command(flatten)]
+    pub stream_args: StreamArgs,
 
     /// The pipeline's settings.
     #[command(flatten)]
@@ -345,6 +459,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Live(args) => live::live(&args),
         #[cfg(feature = "device")]
         Command::Devices(args) => live::devices(&args),
+        #[cfg(feature = "stream")]
+        Command::Stream(args) => stream_cmd::run(&args),
     }
 }
 

@@ -1,0 +1,643 @@
+//! The network thread: one WebSocket connection at a time, reconnecting with backoff,
+//! sending from the replay buffer.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::Sender as StdSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::Receiver;
+use tokio::time::{sleep_until, timeout};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{
+    connect_async_tls_with_config, Connector, MaybeTlsStream, WebSocketStream,
+};
+
+use super::buffer::{Item, ReplayBuffer, StreamItem};
+use super::protocol::{self, Control, Protocol, OPENAI_MIN_COMMIT_MS};
+use super::tls::{Destination, Scheme};
+use super::{Shared, StreamConfig, StreamError, StreamEvent, Token, TurnDetection};
+use crate::dsp::convert::f32_to_i16;
+use crate::dsp::resample::StreamResampler;
+use crate::dsp::vad::{VadEvent, VadEventKind};
+use crate::pipeline::rescale;
+
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What the processing side hands to the network thread.
+pub(crate) enum Input {
+    /// Enhanced audio at `rate`, with the VAD events that came with it.
+    Frame {
+        samples: Vec<f32>,
+        rate: u32,
+        events: Vec<VadEvent>,
+    },
+    /// The stream has ended: send the rest, then close.
+    Finish,
+    /// Ask the backend to discard its input buffer (OpenAI `input_audio_buffer.clear`).
+    Clear,
+}
+
+/// How a connection ended.
+enum Outcome {
+    Finished,
+    Lost(String),
+}
+
+pub(crate) struct Client {
+    pub(crate) config: StreamConfig,
+    pub(crate) token: Option<Token>,
+    pub(crate) destination: Destination,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) session: String,
+    pub(crate) rate: u32,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) events: StdSender<StreamEvent>,
+    pub(crate) input: Receiver<Input>,
+    packet_len: usize,
+    buffer: ReplayBuffer,
+    pending: Vec<i16>,
+    resampler: Option<(u32, StreamResampler)>,
+    input_closed: bool,
+    finishing: Option<Instant>,
+    utterance_start: Option<u64>,
+    last_commit: u64,
+    in_speech: bool,
+    sent_marks: VecDeque<(u64, Instant)>,
+    rtt_total_ms: f64,
+    rtt_count: u64,
+    /// Whether the latest connection's receiver acknowledged.
+    last_acknowledged: bool,
+    /// Never-sent audio that overflow removed, already counted as dropped.
+    overflow_accounted: u64,
+}
+
+impl Client {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: StreamConfig,
+        token: Option<Token>,
+        destination: Destination,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        session: String,
+        shared: Arc<Shared>,
+        events: StdSender<StreamEvent>,
+        input: Receiver<Input>,
+    ) -> Self {
+        let rate = config.rate();
+        let packet_len = (rate as usize * config.packet_ms as usize / 1000).max(1);
+        let capacity = (config.buffer_s * rate as f64) as u64;
+        Self {
+            config,
+            token,
+            destination,
+            tls,
+            session,
+            rate,
+            shared,
+            events,
+            input,
+            packet_len,
+            buffer: ReplayBuffer::new(capacity),
+            pending: Vec::with_capacity(packet_len),
+            resampler: None,
+            input_closed: false,
+            finishing: None,
+            utterance_start: None,
+            last_commit: 0,
+            in_speech: false,
+            sent_marks: VecDeque::new(),
+            rtt_total_ms: 0.0,
+            rtt_count: 0,
+            last_acknowledged: false,
+            overflow_accounted: 0,
+        }
+    }
+
+    fn event(&self, e: StreamEvent) {
+        let _ = self.events.send(e);
+    }
+
+    /// Opens one WebSocket connection.
+    pub(crate) async fn connect(&self) -> Result<Ws, StreamError> {
+        let mut request = self
+            .config
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| StreamError::Url(format!("{}: {e}", self.config.url_for_display())))?;
+        let headers = request.headers_mut();
+        let header = |v: &str| {
+            HeaderValue::from_str(v)
+                .map_err(|_| StreamError::Config(format!("header value is not valid: {v:?}")))
+        };
+        if let Some(t) = &self.token {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
+                StreamError::Config("the token holds characters a header cannot".into())
+            })?;
+            v.set_sensitive(true);
+            headers.insert("authorization", v);
+        }
+        if self.config.resume {
+            headers.insert(protocol::SESSION_HEADER, header(&self.session)?);
+            headers.insert(protocol::RESUME_HEADER, header("1")?);
+        }
+        for (k, v) in &self.config.headers {
+            let name =
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| StreamError::Config(format!("header name is not valid: {k:?}")))?;
+            headers.insert(name, header(v)?);
+        }
+        let connector =
+            match self.destination.scheme {
+                Scheme::Tls => Connector::Rustls(self.tls.clone().ok_or_else(|| {
+                    StreamError::Tls("no TLS configuration for a wss:// URL".into())
+                })?),
+                Scheme::Plain => Connector::Plain,
+            };
+        let timeout_after = Duration::from_millis(self.config.connect_timeout_ms);
+        match timeout(
+            timeout_after,
+            connect_async_tls_with_config(request, None, true, Some(connector)),
+        )
+        .await
+        {
+            Err(_) => Err(StreamError::Connect {
+                url: self.config.url_for_display(),
+                message: format!("no answer within {} ms", self.config.connect_timeout_ms),
+            }),
+            Ok(Err(e)) => Err(self.connect_error(e)),
+            Ok(Ok((ws, _response))) => Ok(ws),
+        }
+    }
+
+    fn connect_error(&self, e: WsError) -> StreamError {
+        let url = self.config.url_for_display();
+        match e {
+            WsError::Http(response) => StreamError::Rejected {
+                url,
+                status: response.status().as_u16(),
+            },
+            WsError::Io(io) => StreamError::Connect {
+                url,
+                message: io.to_string(),
+            },
+            WsError::Tls(tls) => StreamError::Tls(format!("{url}: {tls}")),
+            other => StreamError::Connect {
+                url,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// Runs until the stream is finished and delivered (or given up on).
+    pub(crate) async fn run(mut self, first: Ws) {
+        let mut socket = Some(first);
+        let mut backoff = Duration::from_millis(self.config.backoff_initial_ms);
+        let mut failures = 0u32;
+        loop {
+            let ws = match socket.take() {
+                Some(ws) => ws,
+                None => {
+                    if self.gave_up() {
+                        break;
+                    }
+                    match self.connect().await {
+                        Ok(ws) => {
+                            self.shared.reconnects.fetch_add(1, Relaxed);
+                            backoff = Duration::from_millis(self.config.backoff_initial_ms);
+                            failures = 0;
+                            ws
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            if failures == 1 || failures.is_power_of_two() {
+                                self.event(StreamEvent::Warning(format!(
+                                    "reconnect attempt {failures} failed: {e}"
+                                )));
+                            }
+                            let wait = jittered(backoff);
+                            self.idle_until(Instant::now() + wait).await;
+                            backoff = (backoff * 2)
+                                .min(Duration::from_millis(self.config.backoff_max_ms));
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.shared.connected.store(true, Relaxed);
+            let outcome = self.session(ws).await;
+            self.shared.connected.store(false, Relaxed);
+            match outcome {
+                Outcome::Finished => break,
+                Outcome::Lost(reason) => {
+                    self.event(StreamEvent::Disconnected { reason });
+                }
+            }
+        }
+        // Whatever was not delivered is discarded now: counted and said.
+        let end = self.buffer.end();
+        let left = if self.last_acknowledged {
+            end.saturating_sub(self.shared.acked_samples.load(Relaxed))
+        } else {
+            end.saturating_sub(self.shared.samples_sent_position.load(Relaxed))
+                .saturating_sub(self.overflow_accounted)
+        };
+        self.account_dropped(left, "undelivered at the end of the stream");
+    }
+
+    fn gave_up(&self) -> bool {
+        self.finishing
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    fn account_dropped(&mut self, samples: u64, why: &str) {
+        if samples == 0 {
+            return;
+        }
+        self.shared.dropped_samples.fetch_add(samples, Relaxed);
+        self.event(StreamEvent::Dropped {
+            samples,
+            reason: why.to_string(),
+        });
+    }
+
+    /// Buffers input until `until` (a backoff pause, or the wait for a receiver's
+    /// resume message).
+    async fn idle_until(&mut self, until: Instant) {
+        let until = match self.finishing {
+            Some(deadline) => until.min(deadline),
+            None => until,
+        };
+        loop {
+            tokio::select! {
+                input = self.input.recv(), if !self.input_closed => self.take_input(input),
+                _ = sleep_until(until.into()) => return,
+            }
+        }
+    }
+
+    fn take_input(&mut self, input: Option<Input>) {
+        match input {
+            None => {
+                self.input_closed = true;
+                self.finish();
+            }
+            Some(Input::Finish) => self.finish(),
+            Some(Input::Clear) => {
+                if self.config.protocol == Protocol::Openai {
+                    self.buffer.push_event(StreamItem::Clear);
+                    self.last_commit = self.buffer.end() + self.pending.len() as u64;
+                }
+            }
+            Some(Input::Frame {
+                samples,
+                rate,
+                events,
+            }) => {
+                self.push_audio(&samples, rate);
+                for e in events {
+                    self.vad_event(e, rate);
+                }
+            }
+        }
+    }
+
+    fn push_audio(&mut self, samples: &[f32], rate: u32) {
+        let resampled;
+        let samples = if rate == self.rate {
+            samples
+        } else {
+            if self.resampler.as_ref().is_none_or(|(r, _)| *r != rate) {
+                match StreamResampler::new(
+                    rate,
+                    self.rate,
+                    crate::dsp::resample::ResamplerKind::Sinc,
+                ) {
+                    Ok(r) => self.resampler = Some((rate, r)),
+                    Err(e) => {
+                        self.event(StreamEvent::Warning(format!(
+                            "cannot resample {rate} Hz: {e}"
+                        )));
+                        return;
+                    }
+                }
+            }
+            let mut out =
+                Vec::with_capacity(samples.len() * self.rate as usize / rate as usize + 64);
+            if let Some((_, r)) = self.resampler.as_mut() {
+                let _ = r.process(samples, &mut |x| out.extend_from_slice(x));
+            }
+            resampled = out;
+            &resampled[..]
+        };
+        for &v in samples {
+            self.pending.push(f32_to_i16(v));
+            if self.pending.len() == self.packet_len {
+                let packet =
+                    std::mem::replace(&mut self.pending, Vec::with_capacity(self.packet_len));
+                self.push_packet(packet);
+            }
+        }
+    }
+
+    /// Buffers a packet. Overflow removes the oldest audio; without acknowledgements, what
+    /// it removes unsent is lost for sure and counted now (with them, the receiver's
+    /// resume offset tells, at the next connection).
+    fn push_packet(&mut self, packet: Vec<i16>) {
+        let before = self.buffer.dropped_unsent();
+        self.buffer.push_audio(packet);
+        let lost = self.buffer.dropped_unsent() - before;
+        if lost > 0 && !self.config.resume {
+            self.overflow_accounted += lost;
+            self.account_dropped(lost, "the buffer is full: the oldest audio was dropped");
+        }
+    }
+
+    /// Converts a VAD event's position to this stream and queues what it calls for.
+    fn vad_event(&mut self, e: VadEvent, rate: u32) {
+        let mut position = rescale(e.position, rate, self.rate);
+        if let Some((_, r)) = &self.resampler {
+            position += r.latency() as u64;
+        }
+        let now = self.buffer.end() + self.pending.len() as u64;
+        match e.kind {
+            VadEventKind::SpeechStart => {
+                self.in_speech = true;
+                self.utterance_start = Some(position);
+                if self.config.protocol == Protocol::Raw && self.config.events {
+                    self.buffer.push_event(StreamItem::SpeechStarted(position));
+                }
+            }
+            VadEventKind::SpeechEnd => {
+                self.in_speech = false;
+                self.utterance_start = None;
+                match self.config.protocol {
+                    Protocol::Raw if self.config.events => {
+                        self.buffer.push_event(StreamItem::SpeechStopped(position));
+                    }
+                    Protocol::Openai if self.config.turn_detection == TurnDetection::Client => {
+                        self.commit_if_enough(now);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Queues an OpenAI commit if at least 100 ms were appended since the last one.
+    fn commit_if_enough(&mut self, now: u64) {
+        // Everything produced so far goes before the commit.
+        if !self.pending.is_empty() {
+            let packet = std::mem::take(&mut self.pending);
+            self.push_packet(packet);
+        }
+        let min = self.rate as u64 * OPENAI_MIN_COMMIT_MS as u64 / 1000;
+        if now.saturating_sub(self.last_commit) >= min {
+            self.buffer.push_event(StreamItem::Commit);
+            self.last_commit = now;
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.finishing.is_some() {
+            return;
+        }
+        let now = self.buffer.end() + self.pending.len() as u64;
+        if !self.pending.is_empty() {
+            let packet = std::mem::take(&mut self.pending);
+            self.push_packet(packet);
+        }
+        match self.config.protocol {
+            Protocol::Raw if self.config.events => self.buffer.push_event(StreamItem::Stop),
+            Protocol::Openai
+                if self.config.turn_detection == TurnDetection::Client && self.in_speech =>
+            {
+                self.commit_if_enough(now)
+            }
+            _ => {}
+        }
+        self.finishing =
+            Some(Instant::now() + Duration::from_secs_f64(self.config.finish_timeout_s));
+    }
+
+    /// One connection: the resume handshake, the opening message, then streaming.
+    async fn session(&mut self, mut ws: Ws) -> Outcome {
+        // Does the receiver acknowledge? It says so first, within a second.
+        let mut received = None;
+        if self.config.resume {
+            let until = Instant::now() + Duration::from_millis(self.config.resume_wait_ms);
+            loop {
+                tokio::select! {
+                    input = self.input.recv(), if !self.input_closed => self.take_input(input),
+                    msg = ws.next() => match msg {
+                        Some(Ok(Message::Text(t))) => {
+                            if let Ok(Control::Resume { received: n, .. }) = serde_json::from_str(t.as_str()) {
+                                received = Some(n);
+                                break;
+                            }
+                            self.server_message(t.as_str());
+                        }
+                        Some(Ok(Message::Close(_))) | None => return Outcome::Lost("closed by the receiver".into()),
+                        Some(Err(e)) => return Outcome::Lost(e.to_string()),
+                        Some(Ok(_)) => {}
+                    },
+                    _ = sleep_until(until.into()) => break,
+                }
+            }
+        }
+        let acknowledged = received.is_some();
+        self.last_acknowledged = acknowledged;
+        let from = match received {
+            Some(n) => {
+                self.buffer.ack(n);
+                let from = self.buffer.rewind(n);
+                if from > n {
+                    self.account_dropped(from - n, "the buffer overflowed during the outage");
+                }
+                self.shared.acked_samples.store(n, Relaxed);
+                from
+            }
+            None => {
+                // No acknowledgements: resend the current utterance, since what of it
+                // arrived is unknown; otherwise go on from what was never sent.
+                let unsent = self.first_unsent();
+                let from = self.utterance_start.map_or(unsent, |u| u.min(unsent));
+                self.buffer.rewind(from)
+            }
+        };
+        self.event(StreamEvent::Connected { acknowledged, from });
+        let mut opening = Vec::new();
+        if acknowledged {
+            opening.push(Message::text(
+                serde_json::to_string(&Control::ResumeFrom { sample: from }).unwrap_or_default(),
+            ));
+        }
+        match self.config.protocol {
+            Protocol::Raw if self.config.events => opening.push(Message::text(
+                serde_json::to_string(&Control::Start {
+                    rate: self.rate,
+                    encoding: "pcm_s16le".into(),
+                    channels: 1,
+                    sample: from,
+                })
+                .unwrap_or_default(),
+            )),
+            Protocol::Openai => opening.push(Message::text(
+                protocol::openai_session_update(
+                    self.config.turn_detection == TurnDetection::Client,
+                )
+                .to_string(),
+            )),
+            Protocol::Raw => {}
+        }
+        for m in opening {
+            if let Err(e) = ws.send(m).await {
+                return Outcome::Lost(e.to_string());
+            }
+        }
+        loop {
+            while let Some((item, resend)) = self.buffer.next() {
+                if let Err(e) = self.send_item(&mut ws, item, resend).await {
+                    return Outcome::Lost(e.to_string());
+                }
+            }
+            if !acknowledged {
+                let keep = self.utterance_start.unwrap_or(self.buffer.end());
+                self.buffer.forget_sent_before(keep);
+            }
+            if let Some(deadline) = self.finishing {
+                let delivered = !acknowledged || self.buffer.held() == 0;
+                if (self.buffer.all_sent() && delivered) || Instant::now() >= deadline {
+                    let _ = ws.close(None).await;
+                    // Let the close handshake finish (briefly).
+                    let _ = timeout(Duration::from_millis(500), async {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    })
+                    .await;
+                    return Outcome::Finished;
+                }
+            }
+            let wake = self
+                .finishing
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                input = self.input.recv(), if !self.input_closed => self.take_input(input),
+                msg = ws.next() => match msg {
+                    Some(Ok(Message::Text(t))) => self.on_text(t.as_str()),
+                    Some(Ok(Message::Close(frame))) => {
+                        return Outcome::Lost(frame.map_or("closed by the receiver".into(), |f| {
+                            format!("closed by the receiver: {} {}", u16::from(f.code), f.reason)
+                        }));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Outcome::Lost(e.to_string()),
+                    None => return Outcome::Lost("connection ended".into()),
+                },
+                _ = sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    fn first_unsent(&self) -> u64 {
+        // The buffer's cursor is at the first unsent item after a connection is lost.
+        self.shared.samples_sent_position.load(Relaxed)
+    }
+
+    fn on_text(&mut self, text: &str) {
+        match serde_json::from_str::<Control>(text) {
+            Ok(Control::Ack { received }) => {
+                self.buffer.ack(received);
+                self.shared.acked_samples.store(received, Relaxed);
+                let mut last = None;
+                while let Some((end, t)) = self.sent_marks.front() {
+                    if *end > received {
+                        break;
+                    }
+                    last = Some(*t);
+                    self.sent_marks.pop_front();
+                }
+                if let Some(t) = last {
+                    let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    self.rtt_total_ms += ms;
+                    self.rtt_count += 1;
+                    self.shared
+                        .ack_rtt_us_last
+                        .store((ms * 1000.0) as u64, Relaxed);
+                    self.shared.ack_rtt_us_mean.store(
+                        (self.rtt_total_ms / self.rtt_count as f64 * 1000.0) as u64,
+                        Relaxed,
+                    );
+                }
+            }
+            _ => self.server_message(text),
+        }
+    }
+
+    fn server_message(&self, text: &str) {
+        self.shared.server_messages.fetch_add(1, Relaxed);
+        self.event(StreamEvent::ServerMessage(text.to_string()));
+    }
+
+    async fn send_item(&mut self, ws: &mut Ws, item: Item, resend: bool) -> Result<(), WsError> {
+        match item {
+            Item::Audio { start, samples } => {
+                let n = samples.len() as u64;
+                let message = match self.config.protocol {
+                    Protocol::Raw => Message::binary(protocol::pcm16_to_bytes(&samples)),
+                    Protocol::Openai => Message::text(protocol::openai_append(&samples)),
+                };
+                let bytes = message.len() as u64;
+                ws.send(message).await?;
+                let s = &self.shared;
+                s.packets_sent.fetch_add(1, Relaxed);
+                s.bytes_sent.fetch_add(bytes, Relaxed);
+                s.samples_sent.fetch_add(n, Relaxed);
+                s.samples_sent_position.fetch_max(start + n, Relaxed);
+                if resend {
+                    s.resent_samples.fetch_add(n, Relaxed);
+                }
+                self.sent_marks.push_back((start + n, Instant::now()));
+                if self.sent_marks.len() > 10_000 {
+                    self.sent_marks.pop_front();
+                }
+            }
+            Item::Event { event, .. } => {
+                let text = match event {
+                    StreamItem::SpeechStarted(sample) => {
+                        serde_json::to_string(&Control::SpeechStarted { sample }).ok()
+                    }
+                    StreamItem::SpeechStopped(sample) => {
+                        serde_json::to_string(&Control::SpeechStopped { sample }).ok()
+                    }
+                    StreamItem::Stop => serde_json::to_string(&Control::Stop {
+                        samples: self.buffer.end(),
+                    })
+                    .ok(),
+                    StreamItem::Commit => Some(protocol::openai_commit()),
+                    StreamItem::Clear => Some(protocol::openai_clear()),
+                };
+                if let Some(t) = text {
+                    ws.send(Message::text(t)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `d` scaled by a random factor in [0.5, 1.0): reconnecting clients spread out.
+fn jittered(d: Duration) -> Duration {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 2];
+    let r = ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map(|()| u16::from_le_bytes(b) as f64 / 65_536.0)
+        .unwrap_or(0.5);
+    d.mul_f64(0.5 + 0.5 * r)
+}
