@@ -40,9 +40,11 @@ pub(crate) fn check_url(url: &str, insecure: bool) -> Result<Destination, Stream
     let scheme = match uri.scheme_str() {
         Some("wss") => Scheme::Tls,
         Some("ws") => Scheme::Plain,
-        Some(other) => return Err(StreamError::Url(format!(
+        Some(other) => {
+            return Err(StreamError::Url(format!(
             "'{url}': the scheme must be wss:// (or ws:// to a loopback address), not {other}://"
-        ))),
+        )))
+        }
         None => {
             return Err(StreamError::Url(format!(
                 "'{url}': give the scheme, wss://host/path"
