@@ -441,7 +441,10 @@ impl Client {
                                 received = Some(n);
                                 break;
                             }
+                            // A receiver with the extension speaks it first: this one
+                            // does not (an OpenAI server opens with session.created).
                             self.server_message(t.as_str());
+                            break;
                         }
                         Some(Ok(Message::Close(_))) | None => return Outcome::Lost("closed by the receiver".into()),
                         Some(Err(e)) => return Outcome::Lost(e.to_string()),

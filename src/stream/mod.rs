@@ -83,7 +83,8 @@ pub struct StreamConfig {
     pub backoff_initial_ms: u64,
     /// Longest reconnect delay, ms.
     pub backoff_max_ms: u64,
-    /// How long to wait for a receiver's resume message, ms.
+    /// How long to wait for a receiver's resume message when it says nothing at all, ms
+    /// (a receiver that opens with anything else is known not to acknowledge at once).
     pub resume_wait_ms: u64,
     /// At the end, how long to keep trying to deliver what is left, s.
     pub finish_timeout_s: f64,
@@ -108,7 +109,7 @@ impl Default for StreamConfig {
             connect_timeout_ms: 10_000,
             backoff_initial_ms: 200,
             backoff_max_ms: 5_000,
-            resume_wait_ms: 1_000,
+            resume_wait_ms: 300,
             finish_timeout_s: 10.0,
             queue_frames: 1_000,
         }

@@ -56,8 +56,8 @@
 //!    acknowledged, and measures the round trip.
 //!
 //! Events are resent with the audio they follow; a receiver ignores an event it already
-//! has (same type and sample). A receiver that does not send `clearvox.resume` within a
-//! second of the handshake does not acknowledge: the client then, after a reconnect,
+//! has (same type and sample). A receiver that opens with any other message, or says
+//! nothing for 300 ms after the handshake, does not acknowledge: the client then, after a reconnect,
 //! replays the current utterance (from its `SpeechStart`) rather than nothing, since it
 //! cannot know what arrived.
 
