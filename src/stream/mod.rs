@@ -17,11 +17,12 @@
 //! [`protocol`] for what the receiver is told so that nothing is lost or duplicated.
 //!
 //! The token goes in an `Authorization: Bearer` header; it is never logged or shown
-//! ([`Token`]'s `Debug` and `Display` hide it).
+//! ([`Token`]'s `Debug` and `Display` hide it). [`server`] is the reference receiver.
 
 mod buffer;
 mod client;
 pub mod protocol;
+pub mod server;
 pub mod source;
 mod tls;
 

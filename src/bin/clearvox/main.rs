@@ -12,6 +12,8 @@ mod metrics_cmd;
 mod plan;
 mod progress;
 mod report;
+#[cfg(feature = "stream")]
+mod serve;
 mod settings;
 #[cfg(feature = "stream")]
 mod stream_cmd;
@@ -57,6 +59,10 @@ enum Command {
     /// Stream a WAV file through the pipeline to a conversation backend (WebSocket).
     #[cfg(feature = "stream")]
     Stream(StreamCmdArgs),
+    /// Receive streams over WebSocket (raw or OpenAI Realtime, with the resume
+    /// extension) into WAV and JSONL files: the reference receiver.
+    #[cfg(feature = "stream")]
+    Serve(ServeArgs),
 }
 
 /// Where and how to stream (shared by `stream` and `live --stream`).
@@ -156,6 +162,37 @@ fn parse_turn_detection(s: &str) -> Result<clearvox::stream::TurnDetection, Stri
             "unknown turn detection '{other}': choose server or client"
         )),
     }
+}
+
+/// Arguments of `clearvox serve`.
+#[cfg(feature = "stream")]
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Each stream is written to OUT/<id>.wav (PCM16 mono, valid at every moment) and
+OUT/<id>.jsonl (its events, connections, gaps and protocol errors; never audio nor
+header values). The id is the X-Clearvox-Session header, else conn-<unix_ms>-<n>.
+A stream named again (after a disconnect or a restart) is resumed from its files.
+Runs until Ctrl-C; one line per ended connection is printed to stderr.")]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the line printed tells which).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+
+    /// Folder for the received streams (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// TLS certificate chain (PEM): serve wss:// (needs --key).
+    #[arg(long, value_name = "C.pem", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) of --cert.
+    #[arg(long, value_name = "K.pem", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Allow plain ws:// on an address other than loopback (audio in clear text).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Arguments of `clearvox live`.
@@ -461,6 +498,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Devices(args) => live::devices(&args),
         #[cfg(feature = "stream")]
         Command::Stream(args) => stream_cmd::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }
 
