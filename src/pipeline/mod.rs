@@ -30,6 +30,7 @@
 //! **Real time.** After [`Pipeline::warm_up`] on the thread that runs it,
 //! [`Pipeline::process_into_buffer`] does not allocate, lock or block.
 
+mod hotswap;
 mod sink;
 
 use std::collections::VecDeque;
@@ -46,6 +47,7 @@ use crate::dsp::vad::{EnergyVoiceDetector, VadEvent, VadStateMachine};
 use crate::dsp::{db_to_gain, Frame, FrameInfo, Stage, FRAME_LEN, SAMPLE_RATE};
 use crate::error::{Error, Result};
 
+pub use hotswap::HotSwap;
 pub use sink::{
     frame_channel, ChannelSink, EnhancedFrame, FrameReceiver, FrameSink, Framer, OwnedFrame,
 };
