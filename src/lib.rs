@@ -1,6 +1,8 @@
 //! clearvox: real-time voice enhancement with spectral gating and RNNoise.
 #![deny(missing_docs)]
 
+#[cfg(feature = "capi")]
+pub mod capi;
 pub mod config;
 pub mod dsp;
 #[cfg(feature = "device")]

@@ -186,7 +186,10 @@ impl HotSwap {
     /// Convenience form of [`HotSwap::process_into_buffer`] that appends to a `Vec`.
     pub fn process<S: PcmSample>(&mut self, input: &[S], output: &mut Vec<f32>) -> Result<()> {
         let start = output.len();
-        output.resize(start + self.output_len_bound(input.len() / self.current.channels()), 0.0);
+        output.resize(
+            start + self.output_len_bound(input.len() / self.current.channels()),
+            0.0,
+        );
         let n = self.process_into_buffer(input, &mut output[start..])?;
         output.truncate(start + n);
         Ok(())
@@ -210,9 +213,14 @@ impl HotSwap {
                 output[written] = v;
                 written += 1;
             }
-            return Ok(written + self.current.process_into_buffer(input, &mut output[written..])?);
+            return Ok(written
+                + self
+                    .current
+                    .process_into_buffer(input, &mut output[written..])?);
         };
-        let a = self.current.process_into_buffer(input, &mut self.scratch_new)?;
+        let a = self
+            .current
+            .process_into_buffer(input, &mut self.scratch_new)?;
         let b = old.process_into_buffer(input, &mut self.scratch_old)?;
         self.new_fifo.extend(&self.scratch_new[..a]);
         self.old_fifo.extend(&self.scratch_old[..b]);

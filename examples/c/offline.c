@@ -1,0 +1,124 @@
+/*
+ * Enhancing a recording through the clearvox C ABI.
+ *
+ *   offline IN.f32 RATE CHANNELS OUT.f32 [CONFIG]
+ *
+ * IN.f32 holds interleaved 32-bit float samples (native byte order) at RATE Hz with
+ * CHANNELS channels; OUT.f32 receives the enhanced mono stream, latency included and
+ * the tail flushed. CONFIG is a preset name or TOML/JSON text (default: voice-chat).
+ * The input is fed in chunks of varying size, as an audio callback would deliver it;
+ * the result does not depend on the chunking.
+ *
+ * Build (from the repository root, after `cargo build`):
+ *   cc -Iinclude examples/c/offline.c target/debug/libclearvox.a \
+ *      -lasound -lgcc_s -lutil -lrt -lpthread -lm -ldl -o offline
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clearvox.h"
+
+static int fail(const char *what) {
+    fprintf(stderr, "error: %s: %s\n", what, cv_last_error());
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 5) {
+        fprintf(stderr, "usage: offline IN.f32 RATE CHANNELS OUT.f32 [CONFIG]\n");
+        return 2;
+    }
+    if (cv_abi_version() != 1) {
+        fprintf(stderr, "error: this program speaks ABI 1, the library %u\n", cv_abi_version());
+        return 1;
+    }
+    unsigned rate = (unsigned)strtoul(argv[2], NULL, 10);
+    unsigned channels = (unsigned)strtoul(argv[3], NULL, 10);
+    const char *config = argc > 5 ? argv[5] : "voice-chat";
+
+    FILE *in = fopen(argv[1], "rb");
+    if (!in) {
+        perror(argv[1]);
+        return 1;
+    }
+    fseek(in, 0, SEEK_END);
+    long bytes = ftell(in);
+    fseek(in, 0, SEEK_SET);
+    size_t total = (size_t)bytes / sizeof(float);
+    float *input = malloc(total * sizeof(float));
+    if (!input || fread(input, sizeof(float), total, in) != total) {
+        fprintf(stderr, "error: cannot read %s\n", argv[1]);
+        fclose(in);
+        free(input);
+        return 1;
+    }
+    fclose(in);
+    size_t frames = total / channels;
+
+    /* A wrong preset is refused with a message, not a crash. */
+    CvPipeline *p = NULL;
+    if (cv_pipeline_new("no-such-preset", rate, channels, &p) != CV_ERR_CONFIG || p != NULL ||
+        strstr(cv_last_error(), "unknown preset") == NULL) {
+        fprintf(stderr, "error: a bad preset was not refused properly\n");
+        free(input);
+        return 1;
+    }
+
+    if (cv_pipeline_new(config, rate, channels, &p) != CV_OK) {
+        free(input);
+        return fail("cv_pipeline_new");
+    }
+    uint32_t latency = 0, out_rate = 0;
+    cv_pipeline_info(p, &latency, &out_rate);
+
+    /* One buffer large enough for any call of up to 4096 frames. */
+    size_t capacity = cv_pipeline_output_len_max(p, 4096);
+    float *chunk_out = malloc(capacity * sizeof(float));
+    size_t out_cap = frames * 2 + 100000, out_len = 0;
+    float *output = malloc(out_cap * sizeof(float));
+    if (!chunk_out || !output) {
+        fprintf(stderr, "error: out of memory\n");
+        return 1;
+    }
+
+    size_t at = 0, speech_events = 0;
+    unsigned seed = 12345;
+    while (at < frames) {
+        seed = seed * 1103515245u + 12345u;
+        size_t n = 1 + (seed >> 8) % 4096;
+        if (n > frames - at) n = frames - at;
+        size_t written = 0;
+        if (cv_pipeline_process_f32(p, input + at * channels, n, chunk_out, capacity, &written) != CV_OK) {
+            return fail("cv_pipeline_process_f32");
+        }
+        memcpy(output + out_len, chunk_out, written * sizeof(float));
+        out_len += written;
+        at += n;
+        CvVadEvent event;
+        uint32_t has_event = 0;
+        while (cv_pipeline_next_event(p, &event, &has_event) == CV_OK && has_event) {
+            speech_events++;
+        }
+    }
+    size_t written = 0;
+    if (cv_pipeline_flush(p, output + out_len, out_cap - out_len, &written) != CV_OK) {
+        return fail("cv_pipeline_flush");
+    }
+    out_len += written;
+
+    FILE *out = fopen(argv[4], "wb");
+    if (!out || fwrite(output, sizeof(float), out_len, out) != out_len) {
+        perror(argv[4]);
+        return 1;
+    }
+    fclose(out);
+    printf("%zu frames in, %zu samples out at %u Hz, latency %u samples, %zu speech events\n",
+           frames, out_len, out_rate, latency, speech_events);
+
+    cv_pipeline_free(p);
+    free(chunk_out);
+    free(output);
+    free(input);
+    return 0;
+}

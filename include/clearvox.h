@@ -1,0 +1,320 @@
+/*
+ * clearvox: real-time voice enhancement (spectral gating + RNNoise).
+ *
+ * Every function returns a CvStatus (CV_OK = 0, negative on failure); the message of
+ * the latest failure on the calling thread is cv_last_error(). Handles come from
+ * cv_*_new and go back through cv_*_free. Audio is interleaved float (±1.0) or int16_t,
+ * any number of frames per call; output is mono at the pipeline's output rate.
+ */
+
+#ifndef CLEARVOX_H
+#define CLEARVOX_H
+
+/* Generated from src/capi.rs by cbindgen; do not edit. */
+
+#include <stdint.h>
+#include <stddef.h>
+#define CV_ABI_VERSION 1
+
+// What a function did.
+typedef enum CvStatus {
+  // Success.
+  CV_OK = 0,
+  // A pointer was NULL, a length did not fit, or a value is out of range.
+  CV_ERR_INVALID_ARGUMENT = -1,
+  // The configuration (preset name, TOML/JSON text, rate, channels) was refused.
+  CV_ERR_CONFIG = -2,
+  // The output buffer is smaller than the call needs.
+  CV_ERR_OUTPUT_TOO_SMALL = -3,
+  // An audio device could not be used.
+  CV_ERR_DEVICE = -4,
+  // The call does not fit the handle's state (starting a running engine, ...).
+  CV_ERR_STATE = -5,
+  // Processing failed.
+  CV_ERR_PROCESSING = -6,
+  // A bug: a panic was caught at the boundary.
+  CV_ERR_PANIC = -7,
+  // The function is not in this build (the `device` feature is off).
+  CV_ERR_UNSUPPORTED = -8,
+} CvStatus;
+
+// A live engine (opaque).
+typedef struct CvEngine CvEngine;
+
+// An enhancement pipeline (opaque).
+typedef struct CvPipeline CvPipeline;
+
+// The sample encoding of a written WAV file.
+//
+// Three are enough: 16-bit for size and compatibility, 24-bit for masters, float for
+// headroom and exactness (the pipeline works in `f32`).
+typedef struct OutputFormat OutputFormat;
+
+// Named starting points for a [`Config`].
+typedef struct Preset Preset;
+
+// A speech-state change: `kind` 1 = speech started, 2 = speech ended; `position` in
+// samples of the output stream.
+typedef struct CvVadEvent {
+  // 1 speech started, 2 speech ended.
+  uint32_t kind;
+  // Sample position in the output stream.
+  uint64_t position;
+} CvVadEvent;
+
+// What to open for a live engine. Every field may be zero/NULL for the default.
+typedef struct CvEngineOptions {
+  // Capture device: a name, part of one, or an index as text; NULL: the default.
+  const char *input_device;
+  // Monitor output device; NULL: no monitoring; "default": the default output.
+  const char *output_device;
+  // Capture rate, Hz; 0: the device's.
+  uint32_t input_rate;
+  // Capture channels; 0: the device's.
+  uint32_t input_channels;
+  // Capture sample format: 0 the device's, 1 int16, 2 int32, 3 float, 4 uint16.
+  uint32_t input_format;
+  // Requested callback length, ms; 0: the device's.
+  double buffer_ms;
+  // Stop processing after this much captured audio, s (the tail is flushed); 0: no
+  // limit.
+  double duration_s;
+  // Record the enhanced signal to this WAV file; NULL: no recording.
+  const char *record_path;
+} CvEngineOptions;
+
+// A frame handed to an engine callback: mono samples and the VAD events that came with
+// them (pointers valid during the call only).
+typedef struct CvFrame {
+  // Mono samples in ±1.0.
+  const float *samples;
+  // Number of samples.
+  uintptr_t len;
+  // Sample rate, Hz.
+  uint32_t rate;
+  // Position of the first sample in the output stream.
+  uint64_t position;
+  // VAD events.
+  const struct CvVadEvent *events;
+  // Number of events.
+  uintptr_t n_events;
+} CvFrame;
+
+// Called on the engine's processing thread with each 10 ms frame. It must return
+// quickly and must not call back into the engine.
+typedef void (*CvFrameCallback)(void *user, const struct CvFrame *frame);
+
+// Statistics of a live engine.
+typedef struct CvEngineStats {
+  // Enhanced 10 ms frames produced.
+  uint64_t frames_processed;
+  // Input callbacks that found the capture ring full.
+  uint64_t overruns;
+  // Monitor callbacks that played silence for want of audio.
+  uint64_t underruns;
+  // Frames dropped because the polling queue was full.
+  uint64_t frames_dropped;
+  // Processing time per frame: median, µs.
+  uint64_t frame_time_p50_us;
+  // 99th percentile, µs.
+  uint64_t frame_time_p99_us;
+  // Maximum, µs.
+  uint64_t frame_time_max_us;
+  // Estimated end-to-end latency, ms.
+  double latency_ms;
+  // Whether capture is running.
+  uint32_t running;
+} CvEngineStats;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+// The version of the C ABI this library implements ([`CV_ABI_VERSION`]).
+uint32_t cv_abi_version(void);
+
+// The message of the latest failure on this thread ("" after a success). The pointer
+// stays valid until the next clearvox call on this thread.
+const char *cv_last_error(void);
+
+// Creates a pipeline. `config` is a preset name (`voice-chat`, `max-quality`,
+// `low-cpu`, `bypass`), TOML or JSON text (a preset plus overrides), or NULL for the
+// default. The input is `channels`-channel audio at `input_rate` Hz.
+//
+// # Safety
+// `config` is NULL or a NUL-terminated string; `out` is valid for a write.
+enum CvStatus cv_pipeline_new(const char *config,
+                              uint32_t input_rate,
+                              uint32_t channels,
+                              struct CvPipeline **out);
+
+// Frees a pipeline (NULL is allowed).
+//
+// # Safety
+// `p` is NULL or a pipeline from `cv_pipeline_new`, not used afterwards.
+void cv_pipeline_free(struct CvPipeline *p);
+
+// The output buffer size (samples) that any call with `input_frames` frames fits in.
+//
+// # Safety
+// `p` is a live pipeline.
+uintptr_t cv_pipeline_output_len_max(const struct CvPipeline *p, uintptr_t input_frames);
+
+// The pipeline's latency in output samples, and its output rate in Hz.
+//
+// # Safety
+// `p` is a live pipeline; the out-pointers are valid for writes (either may be NULL).
+enum CvStatus cv_pipeline_info(const struct CvPipeline *p,
+                               uint32_t *latency,
+                               uint32_t *output_rate);
+
+// Processes `frames` interleaved `f32` frames into `output` (capacity in samples); the
+// number of mono samples written goes to `written`. Does not allocate.
+//
+// # Safety
+// `input` holds `frames × channels` floats; `output` holds `capacity` floats;
+// `written` is valid for a write.
+enum CvStatus cv_pipeline_process_f32(struct CvPipeline *p,
+                                      const float *input,
+                                      uintptr_t frames,
+                                      float *output,
+                                      uintptr_t capacity,
+                                      uintptr_t *written);
+
+// As [`cv_pipeline_process_f32`], for `int16_t` input.
+//
+// # Safety
+// As [`cv_pipeline_process_f32`].
+enum CvStatus cv_pipeline_process_i16(struct CvPipeline *p,
+                                      const int16_t *input,
+                                      uintptr_t frames,
+                                      float *output,
+                                      uintptr_t capacity,
+                                      uintptr_t *written);
+
+// Drains the tail of the stream into `output`. The stream then ends: call
+// [`cv_pipeline_reset`] before processing more.
+//
+// # Safety
+// As [`cv_pipeline_process_f32`].
+enum CvStatus cv_pipeline_flush(struct CvPipeline *p,
+                                float *output,
+                                uintptr_t capacity,
+                                uintptr_t *written);
+
+// Takes the oldest pending VAD event: `has_event` is set to 1 and `event` filled, or
+// `has_event` to 0.
+//
+// # Safety
+// `p` is a live pipeline; the out-pointers are valid for writes.
+enum CvStatus cv_pipeline_next_event(struct CvPipeline *p,
+                                     struct CvVadEvent *event,
+                                     uint32_t *has_event);
+
+// Sets the wet/dry mix (0 dry … 1 enhanced), with a 10 ms cross-fade.
+//
+// # Safety
+// `p` is a live pipeline.
+enum CvStatus cv_pipeline_set_strength(struct CvPipeline *p, float strength);
+
+// Switches bypass on (non-zero) or off, with a 10 ms cross-fade; the latency stays.
+//
+// # Safety
+// `p` is a live pipeline.
+enum CvStatus cv_pipeline_set_bypass(struct CvPipeline *p, uint32_t bypass);
+
+// Changes the configuration while running (a preset name, TOML or JSON), with a 10 ms
+// cross-fade from the old to the new; input rate, channels and output rate stay. This
+// allocates: call it from a control thread, not an audio callback.
+//
+// # Safety
+// `p` is a live pipeline; `config` a NUL-terminated string.
+enum CvStatus cv_pipeline_set_config(struct CvPipeline *p, const char *config);
+
+// Returns the pipeline to its freshly built state.
+//
+// # Safety
+// `p` is a live pipeline.
+enum CvStatus cv_pipeline_reset(struct CvPipeline *p);
+
+// Whether the engine has finished processing (its duration reached, or the device
+// failed): 1 or 0.
+//
+// # Safety
+// `e` is a live engine.
+uint32_t cv_engine_is_finished(const struct CvEngine *e);
+
+// Creates a live engine (opens nothing yet). `config` as for [`cv_pipeline_new`];
+// `options` may be NULL for the default devices.
+//
+// # Safety
+// `config` is NULL or a NUL-terminated string; `options` NULL or valid; `out` valid for
+// a write.
+enum CvStatus cv_engine_new(const char *config,
+                            const struct CvEngineOptions *options,
+                            struct CvEngine **out);
+
+// Frees an engine, stopping it first if it runs (NULL is allowed).
+//
+// # Safety
+// `e` is NULL or an engine from `cv_engine_new`, not used afterwards.
+void cv_engine_free(struct CvEngine *e);
+
+// Hands every enhanced frame to `callback` (on the engine's processing thread) from the
+// next start on. `user` is passed back unchanged and must be usable from that thread.
+//
+// # Safety
+// `e` is a live engine; `callback` a valid function; `user` valid as long as the
+// engine may call it.
+enum CvStatus cv_engine_set_frame_callback(struct CvEngine *e,
+                                           CvFrameCallback callback,
+                                           void *user);
+
+// Queues frames for [`cv_engine_poll_frame`] instead (pull style, for Dart FFI and the
+// like); a consumer more than `capacity` frames behind loses frames (counted).
+//
+// # Safety
+// `e` is a live engine.
+enum CvStatus cv_engine_enable_polling(struct CvEngine *e, uintptr_t capacity);
+
+// Takes the next queued frame, waiting up to `timeout_ms`: its samples go to `samples`
+// (capacity `capacity`), its events to `events` (capacity `events_capacity`), and `info`
+// gets the counts, rate and position (`info.samples` and `info.events` are set to the
+// given buffers). `has_frame` is 1 if a frame was taken, else 0.
+//
+// # Safety
+// `e` is a live engine with polling enabled; buffers valid for the given capacities;
+// `info` and `has_frame` valid for writes.
+enum CvStatus cv_engine_poll_frame(struct CvEngine *e,
+                                   uint32_t timeout_ms,
+                                   float *samples,
+                                   uintptr_t capacity,
+                                   struct CvVadEvent *events,
+                                   uintptr_t events_capacity,
+                                   struct CvFrame *info,
+                                   uint32_t *has_frame);
+
+// Opens the devices and starts capture. Nothing is captured before this call.
+//
+// # Safety
+// `e` is a live engine.
+enum CvStatus cv_engine_start(struct CvEngine *e);
+
+// Stops capture, flushes the pipeline's tail to the frames and the recording, and
+// releases the devices.
+//
+// # Safety
+// `e` is a live engine.
+enum CvStatus cv_engine_stop(struct CvEngine *e);
+
+// The engine's statistics (of the running or the last session).
+//
+// # Safety
+// `e` is a live engine; `stats` valid for a write.
+enum CvStatus cv_engine_stats(const struct CvEngine *e, struct CvEngineStats *stats);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+#endif  /* CLEARVOX_H */
