@@ -22,8 +22,8 @@ const HISTORY_MS: usize = 200;
 /// Length of the cross-fade between two pipelines, ms.
 const FADE_MS: usize = 10;
 
-/// A pipeline whose configuration can change while it runs. See the
-/// [module documentation](self).
+/// A pipeline whose configuration can change while it runs: [`HotSwap::set_config`]
+/// warms the new pipeline on the last 200 ms of input and cross-fades to it over 10 ms.
 pub struct HotSwap {
     current: Pipeline,
     previous: Option<Pipeline>,
