@@ -634,6 +634,8 @@ fn snapshot(shared: &Shared, info: &StreamInfo) -> EngineStats {
 // controller); the frame sink runs on the processing thread.
 const _: () = {
     const fn assert_send<T: Send>() {}
+    assert_send::<Engine>();
     assert_send::<EngineConfig>();
+    assert_send::<EngineStats>();
     assert_send::<Box<dyn FrameSink>>();
 };

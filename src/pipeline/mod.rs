@@ -893,6 +893,9 @@ const _: () = {
     const fn assert_send<T: Send>() {}
     assert_send::<Pipeline>();
     assert_send::<Aligner>();
+    assert_send::<HotSwap>();
+    assert_send::<FrameReceiver>();
+    assert_send::<ChannelSink>();
     assert_send::<Config>();
 };
 

@@ -508,6 +508,15 @@ pub fn connect(
     ))
 }
 
+// The sink runs on the engine's processing thread and the handle wherever the caller
+// likes: both must be `Send`.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<NetworkSink>();
+    assert_send::<StreamHandle>();
+    assert_send::<StreamConfig>();
+};
+
 /// 32 random hex digits.
 fn new_session_id() -> String {
     use ring::rand::SecureRandom;
