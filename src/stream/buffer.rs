@@ -156,36 +156,40 @@ impl ReplayBuffer {
     /// Forgets what the receiver holds: sent audio ending at or before `received`, and
     /// sent events before it (audio after an event arrived, so the event did too).
     pub(crate) fn ack(&mut self, received: u64) {
-        while let Some(first) = self.items.front() {
-            let held = match first {
-                Item::Audio { .. } => first.end() <= received,
-                Item::Event { position, .. } => *position < received,
-            };
-            if !held || self.sent_upto == 0 {
-                break;
-            }
-            if let Some(item) = self.items.pop_front() {
-                self.held -= item.samples();
-            }
-            if self.cursor == 0 {
-                self.skip = 0;
-            }
-            self.cursor = self.cursor.saturating_sub(1);
-            self.sent_upto -= 1;
+        while self.sent_upto > 0 && self.front_before(received) {
+            self.forget_front();
         }
     }
 
     /// Forgets sent items before stream offset `keep_from` (no acknowledgements: only
-    /// the current utterance is kept for replay).
+    /// the current utterance is kept for replay), as `ack` does but only up to the
+    /// cursor. An event at `keep_from` stays: it belongs to what is kept.
     pub(crate) fn forget_sent_before(&mut self, keep_from: u64) {
-        while self.cursor > 0 {
-            match self.items.front() {
-                Some(first) if first.end() <= keep_from => {
-                    self.ack(first.end());
-                }
-                _ => break,
-            }
+        while self.cursor > 0 && self.front_before(keep_from) {
+            self.forget_front();
         }
+    }
+
+    /// Whether the first item lies wholly before stream offset `offset`: audio ending at
+    /// or before it, an event before it.
+    fn front_before(&self, offset: u64) -> bool {
+        match self.items.front() {
+            Some(first @ Item::Audio { .. }) => first.end() <= offset,
+            Some(Item::Event { position, .. }) => *position < offset,
+            None => false,
+        }
+    }
+
+    /// Removes the first item, which has been sent.
+    fn forget_front(&mut self) {
+        if let Some(item) = self.items.pop_front() {
+            self.held -= item.samples();
+        }
+        if self.cursor == 0 {
+            self.skip = 0;
+        }
+        self.cursor = self.cursor.saturating_sub(1);
+        self.sent_upto = self.sent_upto.saturating_sub(1);
     }
 
     /// Moves the cursor to stream offset `from`: the next `next()` starts there (events at
@@ -316,5 +320,23 @@ mod tests {
         assert_eq!(b.first_audio(), 10);
         assert_eq!(b.rewind(15), 15);
         assert_eq!(drain(&mut b).len(), 2);
+    }
+
+    #[test]
+    fn without_acks_sent_events_are_forgotten_too() {
+        let mut b = ReplayBuffer::new(1_000);
+        b.push_audio(audio(10, 1));
+        b.push_event(StreamItem::Commit);
+        b.push_audio(audio(10, 2));
+        b.push_event(StreamItem::SpeechStarted(20));
+        drain(&mut b);
+        // Everything before 20 goes, the event at 20 stays (it opens what is kept).
+        b.forget_sent_before(20);
+        assert_eq!(b.held(), 0);
+        assert_eq!(b.items.len(), 1);
+        b.push_audio(audio(10, 3));
+        drain(&mut b);
+        b.forget_sent_before(30);
+        assert_eq!((b.held(), b.items.len()), (0, 0));
     }
 }
