@@ -29,6 +29,11 @@ use crate::pipeline::rescale;
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Without acknowledgements, sent audio kept outside an utterance, ms: a `SpeechStart`
+/// points back by the VAD's pre-roll and onset (230 ms by default), and a reconnect
+/// replays the utterance from there.
+const UTTERANCE_LOOKBACK_MS: u64 = 1_000;
+
 /// What the processing side hands to the network thread.
 pub(crate) enum Input {
     /// Enhanced audio at `rate`, with the VAD events that came with it.
@@ -511,7 +516,12 @@ impl Client {
                 }
             }
             if !acknowledged {
-                let keep = self.utterance_start.unwrap_or(self.buffer.end());
+                // Outside an utterance keep the latest sent audio too: the next
+                // SpeechStart points back into it (the VAD's pre-roll and onset).
+                let lookback = self.rate as u64 * UTTERANCE_LOOKBACK_MS / 1000;
+                let keep = self
+                    .utterance_start
+                    .unwrap_or(self.buffer.end().saturating_sub(lookback));
                 self.buffer.forget_sent_before(keep);
             }
             if let Some(deadline) = self.finishing {
