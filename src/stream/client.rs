@@ -188,6 +188,15 @@ impl Client {
                 url,
                 status: response.status().as_u16(),
             },
+            // A failed TLS handshake (an unknown issuer, a name mismatch) comes from
+            // tokio-rustls as an I/O error that wraps the rustls error.
+            WsError::Io(io)
+                if io
+                    .get_ref()
+                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) =>
+            {
+                StreamError::Tls(format!("{url}: {io}"))
+            }
             WsError::Io(io) => StreamError::Connect {
                 url,
                 message: io.to_string(),
