@@ -34,7 +34,10 @@ pub(crate) struct Destination {
 
 /// Checks a URL against the transport policy.
 pub(crate) fn check_url(url: &str, insecure: bool) -> Result<Destination, StreamError> {
-    let uri: Uri = url
+    // Messages show the URL without its query, which may hold credentials.
+    let full = url;
+    let url = full.split('?').next().unwrap_or_default();
+    let uri: Uri = full
         .parse()
         .map_err(|e| StreamError::Url(format!("'{url}' is not a URL: {e}")))?;
     let scheme = match uri.scheme_str() {
@@ -128,6 +131,8 @@ mod tests {
         assert!(check_url("ws://10.0.0.5/x", true).unwrap().insecure);
         assert!(check_url("http://example.com", false).is_err());
         assert!(check_url("example.com", false).is_err());
+        let e = check_url("http://h/x?api_key=secret", false).unwrap_err().to_string();
+        assert!(!e.contains("secret"), "{e}");
     }
 
     #[test]
