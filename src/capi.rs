@@ -217,6 +217,7 @@ impl From<VadEvent> for CvVadEvent {
 }
 
 /// An enhancement pipeline (opaque).
+#[derive(Debug)]
 pub struct CvPipeline {
     inner: HotSwap,
 }
@@ -499,6 +500,7 @@ pub unsafe extern "C" fn cv_pipeline_reset(p: *mut CvPipeline) -> CvStatus {
 /// A frame handed to an engine callback: mono samples and the VAD events that came with
 /// them (pointers valid during the call only).
 #[repr(C)]
+#[derive(Debug)]
 pub struct CvFrame {
     /// Mono samples in ±1.0.
     pub samples: *const f32,
@@ -585,6 +587,7 @@ pub struct CvEngineStats {
 }
 
 /// A live engine (opaque).
+#[derive(Debug)]
 pub struct CvEngine {
     #[cfg(feature = "device")]
     engine: Engine,

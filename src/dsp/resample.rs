@@ -47,6 +47,17 @@ pub struct StreamResampler {
     out_buf: Vec<f32>,
 }
 
+impl std::fmt::Debug for StreamResampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamResampler")
+            .field("input_rate", &self.from)
+            .field("output_rate", &self.to)
+            .field("latency", &self.delay)
+            .field("pending", &self.in_fill)
+            .finish_non_exhaustive()
+    }
+}
+
 impl StreamResampler {
     /// A resampler from `from` Hz to `to` Hz. Equal rates give a pass-through with no
     /// delay. Rates must already be validated by the caller.

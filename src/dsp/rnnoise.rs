@@ -18,6 +18,12 @@ pub struct Rnnoise {
     scaled: Frame,
 }
 
+impl std::fmt::Debug for Rnnoise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rnnoise").finish_non_exhaustive()
+    }
+}
+
 impl Default for Rnnoise {
     fn default() -> Self {
         Self::new()

@@ -339,6 +339,16 @@ pub struct SpectralGate {
     low_cut: Vec<f32>,
 }
 
+impl std::fmt::Debug for SpectralGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpectralGate")
+            .field("config", &self.config)
+            .field("fixed_profile", &self.fixed_profile.is_some())
+            .field("hops_seen", &self.hops_seen)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SpectralGate {
     /// A gate with an empty noise estimate (the first hops initialise it).
     pub fn new(config: &GateConfig) -> Result<Self> {

@@ -120,6 +120,15 @@ pub struct StftAnalyzer {
     hop: usize,
 }
 
+impl std::fmt::Debug for StftAnalyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StftAnalyzer")
+            .field("fft_size", &self.window.len())
+            .field("hop", &self.hop)
+            .finish_non_exhaustive()
+    }
+}
+
 impl StftAnalyzer {
     /// An analyzer of frames as long as the pair's windows, advancing by its hop.
     pub fn new(planner: &mut RealFftPlanner<f32>, windows: &WindowPair) -> Result<Self> {
@@ -185,6 +194,16 @@ pub struct StftSynthesizer {
     scratch: Vec<Complex32>,
     hop: usize,
     latency: usize,
+}
+
+impl std::fmt::Debug for StftSynthesizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StftSynthesizer")
+            .field("fft_size", &self.window.len())
+            .field("hop", &self.hop)
+            .field("latency", &self.latency)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StftSynthesizer {

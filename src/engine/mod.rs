@@ -286,6 +286,17 @@ pub struct Engine {
     last: Option<(StreamInfo, Arc<Shared>)>,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("host", &self.host.id().name())
+            .field("config", &self.config)
+            .field("running", &self.is_running())
+            .field("stream", &self.stream_info())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Engine {
     /// An engine on the platform's default audio host. Opens nothing yet.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {

@@ -41,6 +41,15 @@ pub struct HotSwap {
 /// Input frames handled per internal step (bounds the scratch buffers).
 const STEP_FRAMES: usize = 1024;
 
+impl std::fmt::Debug for HotSwap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotSwap")
+            .field("current", &self.current)
+            .field("cross_fading", &self.previous.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl HotSwap {
     /// A pipeline as [`Pipeline::new`] builds it.
     pub fn new(config: &Config, input_rate: u32, channels: usize) -> Result<Self> {

@@ -365,6 +365,21 @@ pub struct Pipeline {
     flushed: bool,
 }
 
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("preset", &self.config.preset)
+            .field("input_rate", &self.input_rate)
+            .field("output_rate", &self.output_rate)
+            .field("channels", &self.channels())
+            .field("latency", &self.latency())
+            .field("input_frames", &self.input_frames)
+            .field("output_frames", &self.output_frames)
+            .field("flushed", &self.flushed)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Pipeline {
     /// A pipeline for `channels`-channel input at `input_rate` Hz. The output is mono at
     /// `config.output_rate` (or the input rate).
@@ -808,6 +823,7 @@ pub fn duration_at(n: u64, from: u32, to: u32) -> u64 {
 /// Latency compensation for offline use: wraps a [`Pipeline`] so that its output lines
 /// up with the input sample for sample and has exactly the input's duration (at the
 /// output rate). VAD event positions are shifted the same way.
+#[derive(Debug)]
 pub struct Aligner {
     pipeline: Pipeline,
     to_skip: usize,

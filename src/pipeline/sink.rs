@@ -48,6 +48,7 @@ impl<F: FnMut(&EnhancedFrame<'_>) + Send> FrameSink for F {
 /// Cuts a stream of samples into frames of 10 ms (`rate / 100` samples) and hands
 /// them, with the events that arrived meanwhile, to a sink. Buffers are allocated
 /// once, in `new`.
+#[derive(Debug)]
 pub struct Framer {
     rate: u32,
     buf: Vec<f32>,
@@ -147,6 +148,7 @@ pub fn frame_channel(capacity: usize) -> (ChannelSink, FrameReceiver) {
 
 /// The sending half of [`frame_channel`]. Copies each frame into an [`OwnedFrame`]
 /// (one allocation per frame, on the processing thread, never on the audio callback).
+#[derive(Debug)]
 pub struct ChannelSink {
     tx: Option<SyncSender<OwnedFrame>>,
     dropped: Arc<AtomicU64>,
@@ -177,6 +179,7 @@ impl FrameSink for ChannelSink {
 }
 
 /// The receiving half of [`frame_channel`].
+#[derive(Debug)]
 pub struct FrameReceiver {
     rx: Receiver<OwnedFrame>,
     dropped: Arc<AtomicU64>,
