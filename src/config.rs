@@ -25,6 +25,27 @@ use crate::dsp::vad::VadConfig;
 use crate::error::{Error, Result};
 
 /// Named starting points for a [`Config`].
+///
+/// # Examples
+///
+/// Presets parse from and print as the names used in files and on the command line:
+///
+/// ```
+/// use clearvox::Preset;
+///
+/// let preset: Preset = "low-cpu".parse()?;
+/// assert_eq!(preset, Preset::LowCpu);
+/// assert_eq!(preset.to_string(), "low-cpu");
+///
+/// // The spectral gate alone, without RNNoise.
+/// let config = preset.config();
+/// assert!(!config.rnnoise.enabled);
+///
+/// // An unknown name is refused with the list of the valid ones.
+/// let err = "loud".parse::<Preset>().unwrap_err();
+/// assert!(err.to_string().contains("voice-chat, max-quality, low-cpu, bypass"));
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
@@ -132,6 +153,28 @@ impl FromStr for Preset {
 }
 
 /// The optional high-pass stage.
+///
+/// # Examples
+///
+/// Turn it on for a chain without RNNoise (RNNoise high-passes its own input):
+///
+/// ```
+/// use clearvox::config::HighpassConfig;
+/// use clearvox::{Config, Pipeline, Preset};
+///
+/// let config = Config {
+///     highpass: HighpassConfig {
+///         enabled: true,
+///         cutoff_hz: 120.0,
+///         ..HighpassConfig::default()
+///     },
+///     ..Preset::LowCpu.config()
+/// };
+/// config.validate()?;
+/// let pipeline = Pipeline::new(&config, 16_000, 1)?;
+/// assert_eq!(pipeline.config().highpass.cutoff_hz, 120.0);
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HighpassConfig {
@@ -154,6 +197,19 @@ impl Default for HighpassConfig {
 }
 
 /// The RNNoise stage.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::Config;
+///
+/// // RNNoise is on in every preset but `low-cpu` and `bypass`.
+/// assert!(Config::default().rnnoise.enabled);
+///
+/// let config = Config::from_toml_str("[rnnoise]\nenabled = false")?;
+/// assert!(!config.rnnoise.enabled);
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RnnoiseConfig {
@@ -168,6 +224,56 @@ impl Default for RnnoiseConfig {
 }
 
 /// Everything that shapes a [`Pipeline`](crate::Pipeline).
+///
+/// Start from a [`Preset`] and override what differs, in Rust with struct-update
+/// syntax or from TOML/JSON text (a `preset` key, then the overrides). Every value is
+/// checked by [`Config::validate`], which the pipeline calls too; its error names the
+/// field and the allowed range.
+///
+/// # Examples
+///
+/// In Rust:
+///
+/// ```
+/// use clearvox::{Config, Preset};
+///
+/// let config = Config {
+///     strength: 0.8,
+///     output_rate: Some(16_000),
+///     ..Preset::VoiceChat.config()
+/// };
+/// config.validate()?;
+/// # Ok::<(), clearvox::Error>(())
+/// ```
+///
+/// From a file, overriding a preset:
+///
+/// ```
+/// use clearvox::{Config, Preset};
+///
+/// let config = Config::from_toml_str(
+///     r#"
+///     preset = "max-quality"
+///     strength = 0.8
+///
+///     [gate]
+///     max_attenuation_db = 8.0
+///     "#,
+/// )?;
+/// assert_eq!(config.preset, Preset::MaxQuality);
+/// assert_eq!(config.strength, 0.8);
+/// assert_eq!(config.gate.max_attenuation_db, 8.0);
+/// // Everything not overridden is the preset's.
+/// assert_eq!(config.gate.fft_size, Preset::MaxQuality.config().gate.fft_size);
+///
+/// // A value out of range is refused with the field and the range.
+/// let err = Config::from_toml_str("strength = 2.0").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid configuration: strength = 2: must be in 0..1"
+/// );
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -221,7 +327,7 @@ impl Config {
         }
     }
 
-    /// The configuration of a preset.
+    /// The configuration of a preset (the same as [`Preset::config`]).
     pub fn preset(preset: Preset) -> Self {
         preset.config()
     }

@@ -6,6 +6,29 @@
 use std::path::PathBuf;
 
 /// Anything that can go wrong in the library.
+///
+/// Match on the variant to react in code; show the message ([`Display`](std::fmt::Display))
+/// to a person: it is one line that names the offending value and what is accepted.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::{Config, Error, Pipeline};
+///
+/// // 4 kHz is below what the pipeline takes.
+/// let err = Pipeline::new(&Config::default(), 4_000, 1).unwrap_err();
+/// assert!(matches!(err, Error::UnsupportedSampleRate { rate: 4_000, .. }));
+/// assert_eq!(
+///     err.to_string(),
+///     "unsupported sample rate 4000 Hz: supported are 8000 Hz to 192000 Hz"
+/// );
+///
+/// // Interleaved stereo input must come in whole frames.
+/// let mut pipeline = Pipeline::new(&Config::default(), 48_000, 2)?;
+/// let err = pipeline.process(&[0.0f32; 3], &mut Vec::new()).unwrap_err();
+/// assert!(matches!(err, Error::PartialFrame { len: 3, channels: 2 }));
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -43,7 +66,10 @@ pub enum Error {
     },
 
     /// An interleaved buffer whose length is not a whole number of frames.
-    #[error("buffer of {len} samples is not a whole number of {channels}-channel frames")]
+    #[error(
+        "buffer of {len} samples is not a whole number of {channels}-channel frames: \
+         pass interleaved audio in whole frames (a multiple of {channels} samples)"
+    )]
     PartialFrame {
         /// Length of the buffer in samples.
         len: usize,
@@ -52,7 +78,10 @@ pub enum Error {
     },
 
     /// An output buffer too small for what the call produces.
-    #[error("output buffer holds {got} samples but this call needs up to {needed}")]
+    #[error(
+        "output buffer holds {got} samples but this call may write up to {needed}: \
+         pass a buffer of at least {needed} samples"
+    )]
     OutputTooSmall {
         /// Capacity given.
         got: usize,
@@ -65,7 +94,7 @@ pub enum Error {
     Flushed,
 
     /// The resampler could not be built or run.
-    #[error("resampler: {0}")]
+    #[error("resampling failed: {0}")]
     Resampler(String),
 
     /// A WAV file could not be read or written.
@@ -88,4 +117,21 @@ pub enum Error {
 }
 
 /// Shorthand for results of this crate.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::{Config, Result};
+///
+/// /// Enhances 16 kHz mono speech; the output lines up with the input.
+/// fn denoise(samples: &[f32]) -> Result<Vec<f32>> {
+///     let (enhanced, _events) =
+///         clearvox::pipeline::enhance(&Config::default(), samples, 16_000, 1)?;
+///     Ok(enhanced)
+/// }
+///
+/// let enhanced = denoise(&vec![0.0; 16_000])?;
+/// assert_eq!(enhanced.len(), 16_000);
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
