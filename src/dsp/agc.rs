@@ -18,6 +18,35 @@ use super::{
 use crate::error::{Error, Result};
 
 /// Settings of the AGC and the limiter.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::agc::AgcConfig;
+/// use clearvox::{Config, Preset};
+///
+/// // Level speech to -23 dBFS (off in every preset).
+/// let config = Config {
+///     agc: AgcConfig {
+///         enabled: true,
+///         target_dbfs: -23.0,
+///         ..AgcConfig::default()
+///     },
+///     ..Preset::VoiceChat.config()
+/// };
+/// config.validate()?;
+///
+/// // A value out of range names the field and the range.
+/// let bad = AgcConfig {
+///     max_gain_db: 60.0,
+///     ..AgcConfig::default()
+/// };
+/// assert_eq!(
+///     bad.validate().unwrap_err().to_string(),
+///     "invalid configuration: agc.max_gain_db = 60: must be in 0..40"
+/// );
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgcConfig {
@@ -87,6 +116,34 @@ impl AgcConfig {
 }
 
 /// The AGC + limiter stage.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::agc::{Agc, AgcConfig};
+/// use clearvox::dsp::{db_to_gain, FrameInfo, Stage, FRAME_LEN};
+///
+/// let config = AgcConfig {
+///     enabled: true,
+///     ..AgcConfig::default()
+/// };
+/// let mut agc = Agc::new(&config)?;
+///
+/// // Quiet speech (the VAD says so in the frame's side information) is brought up...
+/// let speech = FrameInfo { voice_prob: Some(0.9), speech: true };
+/// for _ in 0..100 {
+///     let mut frame = [0.01f32; FRAME_LEN];
+///     agc.process(&mut frame, &mut { speech });
+/// }
+/// assert!(agc.gain_db() > 10.0);
+///
+/// // ...and the limiter keeps every sample below its ceiling.
+/// let mut loud = [1.5f32; FRAME_LEN];
+/// agc.process(&mut loud, &mut { speech });
+/// let ceiling = db_to_gain(config.limiter_threshold_dbfs);
+/// assert!(loud.iter().all(|x| x.abs() <= ceiling));
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Agc {
     config: AgcConfig,

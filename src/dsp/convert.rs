@@ -40,6 +40,21 @@ pub fn check_channels(channels: usize) -> Result<()> {
 }
 
 /// An integer or float PCM sample encoding (little-endian where stored as bytes).
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::convert::SampleFormat;
+///
+/// // Two signed 16-bit samples, 16384 and -16384, as stored in a file.
+/// let bytes = [0x00, 0x40, 0x00, 0xC0];
+/// let mut samples = [0.0f32; 2];
+/// SampleFormat::S16.decode_le(&bytes, &mut samples);
+/// assert_eq!(samples, [0.5, -0.5]);
+///
+/// assert_eq!(SampleFormat::S24.bytes(), 3);
+/// assert_eq!(SampleFormat::S24.to_string(), "s24");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SampleFormat {
@@ -136,7 +151,28 @@ pub fn sanitize(samples: &mut [f32]) -> usize {
     replaced
 }
 
-/// A sample type the pipeline accepts directly: `f32` in ±1.0 or `i16`.
+/// A sample type the pipeline accepts directly: `f32` in ±1.0 or `i16` (also `i32`
+/// and `u16`, the other formats audio devices deliver).
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::convert::PcmSample;
+/// use clearvox::{Config, Pipeline};
+///
+/// fn peak<S: PcmSample>(samples: &[S]) -> f32 {
+///     samples.iter().map(|s| s.to_f32().abs()).fold(0.0, f32::max)
+/// }
+/// assert_eq!(peak(&[0i16, -16_384, 8_192]), 0.5);
+/// assert_eq!(peak(&[0.25f32, -0.75]), 0.75);
+///
+/// // The pipeline takes any of them, no conversion needed.
+/// let mut pipeline = Pipeline::new(&Config::default(), 16_000, 1)?;
+/// let mut out = Vec::new();
+/// pipeline.process(&[0i16; 160], &mut out)?;
+/// pipeline.process(&[0.0f32; 160], &mut out)?;
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 pub trait PcmSample: Copy + Send + Sync + 'static {
     /// The sample as `f32` in ±1.0.
     fn to_f32(self) -> f32;
@@ -173,6 +209,22 @@ impl PcmSample for u16 {
 }
 
 /// A sample type audio can be written to from `f32` in ±1.0 (rounding and saturating).
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::convert::FromF32;
+///
+/// fn to_device<S: FromF32>(mono: &[f32], out: &mut [S]) {
+///     for (o, &x) in out.iter_mut().zip(mono) {
+///         *o = S::from_f32(x);
+///     }
+/// }
+///
+/// let mut pcm = [0i16; 3];
+/// to_device(&[0.5, -1.0, 2.0], &mut pcm);
+/// assert_eq!(pcm, [16_384, -32_768, 32_767]); // 2.0 saturates
+/// ```
 pub trait FromF32: Copy + Send + 'static {
     /// Converts one sample.
     fn from_f32(v: f32) -> Self;
@@ -209,6 +261,34 @@ impl FromF32 for u16 {
 }
 
 /// How a multi-channel input becomes the single channel the chain processes.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::convert::ChannelMode;
+/// use clearvox::{Config, Pipeline};
+///
+/// // Only the left channel of a stereo input (channels count from 0).
+/// let config = Config {
+///     channel: ChannelMode::Channel(0),
+///     ..Config::default()
+/// };
+/// let pipeline = Pipeline::new(&config, 48_000, 2)?;
+/// assert_eq!(pipeline.channels(), 2);
+///
+/// // The same in TOML.
+/// let from_file = Config::from_toml_str("channel = { channel = 0 }")?;
+/// assert_eq!(from_file.channel, ChannelMode::Channel(0));
+///
+/// // A channel the input does not have is refused when the pipeline is built.
+/// let third = Config {
+///     channel: ChannelMode::Channel(2),
+///     ..Config::default()
+/// };
+/// let err = Pipeline::new(&third, 48_000, 2).unwrap_err();
+/// assert!(err.to_string().contains("the input has only 2 channel(s)"));
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ChannelMode {
@@ -220,6 +300,24 @@ pub enum ChannelMode {
 }
 
 /// Reduces interleaved frames to one channel.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::convert::{ChannelMode, Downmixer};
+///
+/// let stereo = [0.5f32, 0.25, -0.5, -0.25]; // two frames: left, right
+/// let mut mono = [0.0f32; 2];
+///
+/// let mean = Downmixer::new(2, ChannelMode::Downmix)?;
+/// assert_eq!(mean.process(&stereo, &mut mono), 2);
+/// assert_eq!(mono, [0.375, -0.375]);
+///
+/// let right = Downmixer::new(2, ChannelMode::Channel(1))?;
+/// right.process(&stereo, &mut mono);
+/// assert_eq!(mono, [0.25, -0.25]);
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Downmixer {
     channels: usize,

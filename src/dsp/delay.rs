@@ -1,6 +1,21 @@
 //! A fixed delay line: the dry path of the strength mix, aligned with the wet path.
 
 /// Delays a signal by a fixed number of samples (allocates only in [`DelayLine::new`]).
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::delay::DelayLine;
+///
+/// let mut line = DelayLine::new(2);
+/// let mut out = [0.0f32; 4];
+/// line.process(&[1.0, 2.0, 3.0, 4.0], &mut out);
+/// assert_eq!(out, [0.0, 0.0, 1.0, 2.0]);
+///
+/// // The history carries over to the next call.
+/// line.process(&[5.0, 6.0], &mut out[..2]);
+/// assert_eq!(out[..2], [3.0, 4.0]);
+/// ```
 #[derive(Clone, Debug)]
 pub struct DelayLine {
     buf: Vec<f32>,

@@ -8,6 +8,24 @@ use super::{Frame, FrameInfo, Stage, SAMPLE_RATE};
 use crate::error::{Error, Result};
 
 /// Biquad high-pass (transposed direct form II), designed with the bilinear transform.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::highpass::Highpass;
+///
+/// let mut highpass = Highpass::new(80.0, std::f32::consts::FRAC_1_SQRT_2)?;
+///
+/// // A DC offset is gone within a few milliseconds.
+/// let mut samples = vec![0.5f32; 4_800];
+/// highpass.filter(&mut samples);
+/// assert!(samples[4_799].abs() < 1e-3);
+///
+/// // The cutoff must be well below the Nyquist frequency of 48 kHz.
+/// let err = Highpass::new(20_000.0, 0.7).unwrap_err();
+/// assert!(err.to_string().contains("cutoff must be in 0..12000 Hz"));
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Highpass {
     b: [f32; 3],

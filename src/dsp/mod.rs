@@ -26,9 +26,41 @@ pub const SAMPLE_RATE: u32 = 48_000;
 pub const FRAME_LEN: usize = 480;
 
 /// One processing frame.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::{Frame, FRAME_LEN};
+///
+/// let signal = vec![0.25f32; 3 * FRAME_LEN];
+/// for chunk in signal.chunks_exact(FRAME_LEN) {
+///     let frame: &Frame = chunk.try_into().expect("chunks_exact gives whole frames");
+///     assert_eq!(frame.len(), 480);
+/// }
+///
+/// let silence: Frame = [0.0; FRAME_LEN];
+/// assert!(silence.iter().all(|&x| x == 0.0));
+/// ```
 pub type Frame = [f32; FRAME_LEN];
 
 /// Side information that travels with a frame along the chain.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::rnnoise::Rnnoise;
+/// use clearvox::dsp::{FrameInfo, Stage, FRAME_LEN};
+///
+/// let mut rnnoise = Rnnoise::new();
+/// let mut frame = [0.0f32; FRAME_LEN];
+/// let mut info = FrameInfo::default();
+/// assert_eq!(info.voice_prob, None);
+///
+/// rnnoise.process(&mut frame, &mut info);
+/// // RNNoise sets the voice probability that later stages read.
+/// let p = info.voice_prob.expect("RNNoise estimates one");
+/// assert!((0.0..=1.0).contains(&p));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FrameInfo {
     /// Voice-activity probability of this frame (0..1), when a stage estimated one.
@@ -42,6 +74,48 @@ pub struct FrameInfo {
 /// A processing stage of the chain.
 ///
 /// Implementations never allocate, lock or block in [`Stage::process`].
+///
+/// # Examples
+///
+/// Running stages one after another, among them one of your own:
+///
+/// ```
+/// use clearvox::dsp::agc::{Agc, AgcConfig};
+/// use clearvox::dsp::highpass::Highpass;
+/// use clearvox::dsp::{db_to_gain, Frame, FrameInfo, Stage, FRAME_LEN};
+///
+/// /// A fixed gain.
+/// struct Gain(f32);
+///
+/// impl Stage for Gain {
+///     fn name(&self) -> &'static str {
+///         "gain"
+///     }
+///     fn process(&mut self, frame: &mut Frame, _info: &mut FrameInfo) {
+///         frame.iter_mut().for_each(|x| *x *= self.0);
+///     }
+///     fn latency(&self) -> usize {
+///         0
+///     }
+///     fn reset(&mut self) {}
+/// }
+///
+/// let mut chain: Vec<Box<dyn Stage>> = vec![
+///     Box::new(Highpass::new(80.0, std::f32::consts::FRAC_1_SQRT_2)?),
+///     Box::new(Gain(db_to_gain(6.0))),
+///     Box::new(Agc::new(&AgcConfig::default())?), // the limiter
+/// ];
+/// let names: Vec<&str> = chain.iter().map(|s| s.name()).collect();
+/// assert_eq!(names, ["highpass", "gain", "agc"]);
+/// assert_eq!(chain.iter().map(|s| s.latency()).sum::<usize>(), 0);
+///
+/// let mut frame: Frame = [0.0; FRAME_LEN];
+/// let mut info = FrameInfo::default();
+/// for stage in &mut chain {
+///     stage.process(&mut frame, &mut info);
+/// }
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 pub trait Stage: Send {
     /// Short name of the stage, for reports and benchmarks.
     fn name(&self) -> &'static str;

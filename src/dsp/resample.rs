@@ -16,6 +16,23 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Which rubato resampler converts between rates.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::resample::{ResamplerKind, StreamResampler};
+/// use clearvox::Config;
+///
+/// // The sinc resampler is the one with the short delay.
+/// let sinc = StreamResampler::new(16_000, 48_000, ResamplerKind::Sinc)?;
+/// let fft = StreamResampler::new(16_000, 48_000, ResamplerKind::Fft)?;
+/// assert!(sinc.latency() < fft.latency());
+///
+/// // In a configuration file.
+/// let config = Config::from_toml_str("resampler = \"fft\"")?;
+/// assert_eq!(config.resampler, ResamplerKind::Fft);
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResamplerKind {
@@ -37,6 +54,35 @@ const SINC_LEN: usize = 64;
 const SINC_CUTOFF: f32 = 0.95;
 
 /// A mono streaming resampler that accepts any number of input samples per call.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::resample::{ResamplerKind, StreamResampler};
+///
+/// let mut resampler = StreamResampler::new(16_000, 48_000, ResamplerKind::Sinc)?;
+/// assert_eq!(resampler.chunk_len(), 160); // 10 ms of input
+///
+/// let input: Vec<f32> = (0..1_600).map(|n| (n as f32 * 0.05).sin()).collect(); // 100 ms
+/// let mut output = Vec::new();
+/// for piece in input.chunks(100) {
+///     // Each finished chunk of output is handed to the closure.
+///     resampler.process(piece, &mut |out: &[f32]| output.extend_from_slice(out))?;
+/// }
+/// assert_eq!(resampler.pending(), 0);
+///
+/// // The same input in one piece gives the same output: chunking does not matter.
+/// let mut whole = StreamResampler::new(16_000, 48_000, ResamplerKind::Sinc)?;
+/// let mut at_once = Vec::new();
+/// whole.process(&input, &mut |out: &[f32]| at_once.extend_from_slice(out))?;
+/// assert_eq!(output, at_once);
+///
+/// // Three output samples per input sample, less what the filter still holds (its
+/// // delay is 95 output samples); the pipeline flushes that tail at the end.
+/// assert_eq!(resampler.latency(), 95);
+/// assert!((4_700..=4_800).contains(&output.len()));
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 pub struct StreamResampler {
     inner: Option<Box<dyn Resampler<f32>>>,
     delay: f64,

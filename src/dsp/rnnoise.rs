@@ -13,6 +13,26 @@ use super::{Frame, FrameInfo, Stage, FRAME_LEN};
 const I16_SCALE: f32 = 32_768.0;
 
 /// The RNNoise stage.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::rnnoise::Rnnoise;
+/// use clearvox::dsp::{Frame, Stage, FRAME_LEN};
+///
+/// let mut rnnoise = Rnnoise::new();
+/// assert_eq!(rnnoise.latency(), FRAME_LEN); // one frame late
+///
+/// let noisy: Vec<f32> = (0..48_000).map(|n| 0.1 * (n as f32 * 0.3).sin()).collect();
+/// let mut enhanced = Vec::with_capacity(noisy.len());
+/// for chunk in noisy.chunks_exact(FRAME_LEN) {
+///     let mut frame: Frame = chunk.try_into().expect("whole frames");
+///     let voice_prob = rnnoise.denoise(&mut frame);
+///     assert!((0.0..=1.0).contains(&voice_prob));
+///     enhanced.extend_from_slice(&frame);
+/// }
+/// assert_eq!(enhanced.len(), noisy.len());
+/// ```
 pub struct Rnnoise {
     state: Box<DenoiseState<'static>>,
     scaled: Frame,

@@ -38,6 +38,20 @@ use super::{db_to_gain, one_pole_coef, Frame, FrameInfo, Stage, FRAME_LEN, SAMPL
 use crate::error::{Error, Result};
 
 /// How the gate estimates the noise.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::spectral_gate::GateMode;
+/// use clearvox::{Config, Preset};
+///
+/// let config = Config::from_toml_str("[gate]\nmode = \"stationary\"")?;
+/// assert_eq!(config.gate.mode, GateMode::Stationary);
+///
+/// assert_eq!(Preset::VoiceChat.config().gate.mode, GateMode::Nonstationary);
+/// assert_eq!(Preset::Bypass.config().gate.mode, GateMode::Off);
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GateMode {
@@ -51,6 +65,25 @@ pub enum GateMode {
 }
 
 /// How the noise estimate becomes a gain.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::spectral_gate::{GateConfig, MaskRule};
+/// use clearvox::{Config, Preset};
+///
+/// // noisereduce's soft threshold, 2 standard deviations above the noise level.
+/// let config = Config {
+///     gate: GateConfig {
+///         mask: MaskRule::Sigmoid,
+///         n_std: 2.0,
+///         ..GateConfig::default()
+///     },
+///     ..Preset::LowCpu.config()
+/// };
+/// config.validate()?;
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MaskRule {
@@ -62,6 +95,31 @@ pub enum MaskRule {
 }
 
 /// Settings of the spectral gate.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::spectral_gate::GateConfig;
+///
+/// // The default STFT: 1440 samples (30 ms), hop 480, low-delay windows.
+/// let gate = GateConfig::default();
+/// assert_eq!(gate.latency(), 480);
+///
+/// // The symmetric window pair trades latency for a smoother response.
+/// let symmetric = GateConfig {
+///     low_delay: false,
+///     ..GateConfig::default()
+/// };
+/// assert_eq!(symmetric.latency(), 960);
+///
+/// // The geometry is checked.
+/// let bad = GateConfig {
+///     hop: 500,
+///     ..GateConfig::default()
+/// };
+/// let err = bad.validate().unwrap_err();
+/// assert!(err.to_string().contains("fft_size must be even and a multiple of hop"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GateConfig {
@@ -204,6 +262,40 @@ fn low_cut_gains(cutoff_hz: f32, bin_hz: f32) -> Vec<f32> {
 }
 
 /// A per-bin noise profile: statistics of a noise clip's STFT.
+///
+/// [`Pipeline::set_noise_profile`](crate::Pipeline::set_noise_profile) measures one
+/// from audio at any rate; this is the 48 kHz building block.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::spectral_gate::{GateConfig, GateMode, NoiseProfile, SpectralGate};
+/// # fn noise(len: usize) -> Vec<f32> {
+/// #     let mut seed = 1u32;
+/// #     (0..len)
+/// #         .map(|_| {
+/// #             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+/// #             (seed >> 8) as f32 / (1u32 << 24) as f32 * 0.02 - 0.01
+/// #         })
+/// #         .collect()
+/// # }
+///
+/// let config = GateConfig {
+///     mode: GateMode::Stationary,
+///     ..GateConfig::default()
+/// };
+/// let room_tone = noise(24_000); // 0.5 s of noise alone, 48 kHz
+/// let profile = NoiseProfile::from_samples(&room_tone, &config)?;
+/// assert_eq!(profile.mean_db.len(), config.fft_size / 2 + 1);
+///
+/// let mut gate = SpectralGate::new(&config)?;
+/// gate.set_noise_profile(profile)?;
+///
+/// // A clip must give the STFT enough frames.
+/// let err = NoiseProfile::from_samples(&room_tone[..4_800], &config).unwrap_err();
+/// assert!(err.to_string().contains("100 ms is too short: it needs at least 120 ms"));
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NoiseProfile {
     /// STFT length the profile was measured with.
@@ -306,6 +398,38 @@ const EXP_MEAN_DB_OFFSET: f32 = -2.507;
 const EXP_STD_DB: f32 = 5.57;
 
 /// The spectral gate stage.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::spectral_gate::{GateConfig, SpectralGate};
+/// use clearvox::dsp::{Frame, FrameInfo, Stage, FRAME_LEN};
+/// # fn noise(len: usize) -> Vec<f32> {
+/// #     let mut seed = 1u32;
+/// #     (0..len)
+/// #         .map(|_| {
+/// #             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+/// #             (seed >> 8) as f32 / (1u32 << 24) as f32 * 0.02 - 0.01
+/// #         })
+/// #         .collect()
+/// # }
+///
+/// let mut gate = SpectralGate::new(&GateConfig::default())?;
+/// assert_eq!(gate.latency(), 480);
+///
+/// let input = noise(48_000); // 1 s of steady noise
+/// let mut output = Vec::new();
+/// for chunk in input.chunks_exact(FRAME_LEN) {
+///     let mut frame: Frame = chunk.try_into().expect("whole frames");
+///     gate.process(&mut frame, &mut FrameInfo::default());
+///     output.extend_from_slice(&frame);
+/// }
+///
+/// // Once the noise is learned, it is taken down by up to `max_attenuation_db`.
+/// let energy = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>();
+/// assert!(energy(&output[24_000..]) < 0.3 * energy(&input[24_000..]));
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 pub struct SpectralGate {
     config: GateConfig,
     analyzer: StftAnalyzer,

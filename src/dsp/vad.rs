@@ -17,6 +17,28 @@ use super::{one_pole_coef, FRAME_LEN, SAMPLE_RATE};
 use crate::error::{Error, Result};
 
 /// Settings of the VAD state machine.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::vad::VadConfig;
+/// use clearvox::Config;
+///
+/// // Let pauses of up to half a second stay inside one utterance.
+/// let config = Config::from_toml_str("[vad]\nhangover_ms = 500.0")?;
+/// assert_eq!(config.vad.hangover_ms, 500.0);
+///
+/// let bad = VadConfig {
+///     off_threshold: 0.9,
+///     ..VadConfig::default()
+/// };
+/// assert_eq!(
+///     bad.validate().unwrap_err().to_string(),
+///     "invalid configuration: vad thresholds on 0.6 / off 0.9: \
+///      both must be in 0..1 with off <= on"
+/// );
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VadConfig {
@@ -72,6 +94,23 @@ impl VadConfig {
 }
 
 /// What happened to the speech state.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::vad::{VadEvent, VadEventKind};
+///
+/// fn describe(event: &VadEvent, rate: u32) -> String {
+///     let at = event.position as f64 / f64::from(rate);
+///     match event.kind {
+///         VadEventKind::SpeechStart => format!("speech from {at:.2} s"),
+///         VadEventKind::SpeechEnd => format!("silence from {at:.2} s"),
+///     }
+/// }
+///
+/// let start = VadEvent { kind: VadEventKind::SpeechStart, position: 24_000 };
+/// assert_eq!(describe(&start, 16_000), "speech from 1.50 s");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VadEventKind {
@@ -82,6 +121,29 @@ pub enum VadEventKind {
 }
 
 /// A speech-state change at a sample position.
+///
+/// # Examples
+///
+/// A [`Pipeline`](crate::Pipeline) reports them in output samples:
+///
+/// ```
+/// use clearvox::dsp::vad::VadEventKind;
+/// use clearvox::{Config, Pipeline, Preset};
+///
+/// // Half a second of silence, then a loud tone (the low-cpu preset's energy
+/// // detector calls anything well above the noise floor voice).
+/// let rate = 16_000;
+/// let mut input = vec![0.0f32; 8_000];
+/// input.extend((0..8_000).map(|n| 0.3 * (n as f32 * 0.1).sin()));
+///
+/// let mut pipeline = Pipeline::new(&Preset::LowCpu.config(), rate, 1)?;
+/// pipeline.process(&input, &mut Vec::new())?;
+/// let event = pipeline.pop_event().expect("speech starts");
+/// assert_eq!(event.kind, VadEventKind::SpeechStart);
+/// // The start points back before the onset (pre-roll).
+/// assert!(event.position < 8_000 + pipeline.latency() as u64);
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VadEvent {
     /// Start or end.
@@ -97,6 +159,39 @@ fn ms_to_frames(ms: f32) -> u32 {
 }
 
 /// Hysteresis, onset, hangover and pre-roll over per-frame voice probabilities.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::vad::{VadConfig, VadEvent, VadEventKind, VadStateMachine};
+///
+/// // Defaults: 3 frames (30 ms) at 0.6 or more start speech, 30 frames (300 ms)
+/// // below 0.3 end it, and the start points 200 ms before the onset.
+/// let mut vad = VadStateMachine::new(&VadConfig::default())?;
+///
+/// let mut probs = vec![0.05; 30]; // 300 ms of silence
+/// probs.extend([0.9; 3]); // 30 ms of voice
+/// let events: Vec<VadEvent> = probs.iter().filter_map(|&p| vad.update(p)).collect();
+/// assert_eq!(
+///     events,
+///     [VadEvent {
+///         kind: VadEventKind::SpeechStart,
+///         position: 4_800, // the onset at 14 400, less 9 600 samples of pre-roll
+///     }]
+/// );
+/// assert!(vad.in_speech());
+///
+/// // 300 ms below the off threshold end the utterance.
+/// let end = (0..30).filter_map(|_| vad.update(0.1)).next();
+/// assert_eq!(
+///     end,
+///     Some(VadEvent {
+///         kind: VadEventKind::SpeechEnd,
+///         position: 30_240,
+///     })
+/// );
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct VadStateMachine {
     on: f32,
@@ -191,6 +286,21 @@ impl VadStateMachine {
 ///
 /// It tracks the noise floor of the frame level (falls fast, rises slowly) and maps
 /// the level above it through a logistic curve: 9 dB above the floor is 50 %.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::vad::EnergyVoiceDetector;
+/// use clearvox::dsp::FRAME_LEN;
+///
+/// let mut detector = EnergyVoiceDetector::new();
+/// let hum = [0.001f32; FRAME_LEN];
+/// for _ in 0..50 {
+///     assert!(detector.probability(&hum) < 0.1);
+/// }
+/// let voice: Vec<f32> = (0..FRAME_LEN).map(|n| 0.3 * (n as f32 * 0.1).sin()).collect();
+/// assert!(detector.probability(&voice) > 0.9);
+/// ```
 #[derive(Clone, Debug)]
 pub struct EnergyVoiceDetector {
     floor_db: f32,
