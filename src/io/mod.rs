@@ -25,7 +25,27 @@ pub use wav_write::{write_wav_file, write_wav_to, OutputFormat, WavFileWriter, M
 /// Why a WAV file could not be read or written.
 ///
 /// Every message is one line that names the offending value and, where it helps, what
-/// is supported instead, so the CLI can print it as it is.
+/// is supported instead, so the CLI can print it as it is. It converts into the crate's
+/// [`Error`](crate::Error) with `?`, message unchanged.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::io::{read_wav, WavError};
+///
+/// let err = read_wav(&b"these are notes, not audio"[..]).unwrap_err();
+/// assert!(matches!(err, WavError::NotWav(_)));
+/// assert_eq!(
+///     err.to_string(),
+///     "not a WAV file: it starts with \"thes\" instead of \"RIFF\""
+/// );
+///
+/// // In a function returning the crate's error type, `?` converts it.
+/// fn duration(wav: &[u8]) -> clearvox::Result<f64> {
+///     Ok(read_wav(wav)?.duration_s())
+/// }
+/// assert!(duration(b"RIFX").is_err());
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WavError {
@@ -139,7 +159,10 @@ pub enum WavError {
     NoAudio(String),
 
     /// A buffer given to [`WavReader::read_frames`] cannot hold a single frame.
-    #[error("read buffer of {len} samples cannot hold one {channels}-channel frame")]
+    #[error(
+        "read buffer of {len} samples cannot hold one {channels}-channel frame: \
+         give it at least {channels} samples"
+    )]
     BufferTooSmall {
         /// Length of the buffer given.
         len: usize,
@@ -187,7 +210,10 @@ pub enum WavError {
     },
 
     /// Samples handed to a writer that are not a whole number of frames.
-    #[error("{len} samples are not a whole number of {channels}-channel frames")]
+    #[error(
+        "{len} samples are not a whole number of {channels}-channel frames: \
+         write interleaved audio in whole frames"
+    )]
     PartialFrame {
         /// Number of samples given.
         len: usize,
@@ -196,7 +222,10 @@ pub enum WavError {
     },
 
     /// More audio than a WAV file's 32-bit sizes can describe.
-    #[error("output too long for a WAV file: more than {max} bytes of audio data (about {hours:.1} h at this rate and format)")]
+    #[error(
+        "output too long for a WAV file: more than {max} bytes of audio data \
+         (about {hours:.1} h at this rate and format); split it into shorter files"
+    )]
     TooLong {
         /// Largest data size a WAV file can hold.
         max: u64,

@@ -37,6 +37,23 @@ const MAX_PREALLOC_SAMPLES: u64 = 1 << 24;
 const READ_CHUNK_FRAMES: usize = 16 * 1024;
 
 /// What a WAV stream contains.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::convert::SampleFormat;
+/// use clearvox::io::{write_wav_to, OutputFormat, WavReader};
+///
+/// let mut wav = Vec::new();
+/// write_wav_to(&mut wav, 44_100, 2, OutputFormat::S24, &[0.0; 2 * 4_410])?;
+///
+/// let spec = WavReader::new(wav.as_slice())?.spec();
+/// assert_eq!((spec.sample_rate, spec.channels), (44_100, 2));
+/// assert_eq!(spec.format, SampleFormat::S24);
+/// assert_eq!(spec.frame_bytes(), 6);
+/// assert_eq!(spec.frames_to_secs(4_410), 0.1);
+/// # Ok::<(), clearvox::io::WavError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WavSpec {
     /// Frames per second.
@@ -62,6 +79,43 @@ impl WavSpec {
 }
 
 /// A data chunk that claimed more bytes than the input held.
+///
+/// # Examples
+///
+/// A file cut off while it was being copied still reads, up to where it ends:
+///
+/// ```
+/// use clearvox::io::{write_wav_to, OutputFormat, Truncation, WavReader};
+///
+/// let mut wav = Vec::new();
+/// write_wav_to(&mut wav, 16_000, 1, OutputFormat::S16, &[0.25; 1_600])?;
+/// wav.truncate(wav.len() - 1_000); // the last 500 samples are lost
+///
+/// let mut reader = WavReader::new(wav.as_slice())?;
+/// let mut buf = [0.0f32; 1_024];
+/// let mut frames = 0;
+/// loop {
+///     let n = reader.read_frames(&mut buf)?;
+///     if n == 0 {
+///         break;
+///     }
+///     frames += n;
+/// }
+/// assert_eq!(frames, 1_100);
+/// assert_eq!(
+///     reader.warning_counts().truncated,
+///     Some(Truncation {
+///         claimed_bytes: 3_200,
+///         actual_bytes: 2_200
+///     })
+/// );
+/// assert_eq!(
+///     reader.warnings(),
+///     ["data chunk claims 3200 bytes but the file ends after 2200; \
+///       kept the 0.07 s that are there"]
+/// );
+/// # Ok::<(), clearvox::io::WavError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Truncation {
     /// Bytes the header announced.
@@ -72,6 +126,33 @@ pub struct Truncation {
 
 /// Damage that the reader worked around, counted so the caller can say what happened
 /// instead of failing a file that is still mostly usable.
+///
+/// # Examples
+///
+/// A float file with a NaN sample:
+///
+/// ```
+/// use clearvox::io::{write_wav_to, OutputFormat, WavReader};
+///
+/// let mut wav = Vec::new();
+/// write_wav_to(&mut wav, 16_000, 1, OutputFormat::F32, &[0.25; 100])?;
+/// let audio_start = wav.len() - 100 * 4;
+/// wav[audio_start..audio_start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+///
+/// let mut reader = WavReader::new(wav.as_slice())?;
+/// let mut samples = [0.0f32; 100];
+/// assert_eq!(reader.read_frames(&mut samples)?, 100);
+/// assert_eq!(samples[0], 0.0); // silence instead of NaN
+///
+/// let warnings = reader.warning_counts();
+/// assert!(!warnings.is_empty());
+/// assert_eq!(warnings.non_finite_samples, 1);
+/// assert_eq!(
+///     warnings.messages(&reader.spec()),
+///     ["replaced 1 NaN/Inf samples (NaN with silence, Inf with full scale)"]
+/// );
+/// # Ok::<(), clearvox::io::WavError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadWarnings {
     /// Set when the data chunk ended early (a file cut off while being written or
@@ -123,6 +204,37 @@ impl ReadWarnings {
 /// Construction parses the header and buffers the first frames, so that a stream with
 /// no audio fails there and not in the middle of a pipeline. After that,
 /// [`read_frames`](Self::read_frames) allocates nothing.
+///
+/// # Examples
+///
+/// Reading a WAV file made in memory, 1024 frames at a time:
+///
+/// ```
+/// use clearvox::io::{write_wav_to, OutputFormat, WavReader};
+///
+/// let tone: Vec<f32> = (0..4_800).map(|n| 0.5 * (n as f32 * 0.06).sin()).collect();
+/// let mut wav = Vec::new();
+/// write_wav_to(&mut wav, 48_000, 1, OutputFormat::S16, &tone)?;
+///
+/// // Any `Read` works: a file, stdin, a socket, a byte slice.
+/// let mut reader = WavReader::new(wav.as_slice())?;
+/// assert_eq!(reader.spec().sample_rate, 48_000);
+/// assert_eq!(reader.len_frames(), Some(4_800));
+///
+/// let mut buf = [0.0f32; 1_024];
+/// let mut total = 0;
+/// loop {
+///     let n = reader.read_frames(&mut buf)?;
+///     if n == 0 {
+///         break;
+///     }
+///     // ... process buf[..n] ...
+///     total += n;
+/// }
+/// assert_eq!(total, 4_800);
+/// assert!(reader.warnings().is_empty());
+/// # Ok::<(), clearvox::io::WavError>(())
+/// ```
 pub struct WavReader<R> {
     inner: R,
     spec: WavSpec,
@@ -329,6 +441,24 @@ impl<R> WavReader<R> {
 }
 
 /// A whole WAV file in memory.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::io::{read_wav, write_wav_to, OutputFormat};
+///
+/// let stereo = [0.5f32, -0.5].repeat(8_000); // 0.5 s at 16 kHz
+/// let mut wav = Vec::new();
+/// write_wav_to(&mut wav, 16_000, 2, OutputFormat::S24, &stereo)?;
+///
+/// let audio = read_wav(wav.as_slice())?;
+/// assert_eq!(audio.spec.channels, 2);
+/// assert_eq!(audio.frames(), 8_000);
+/// assert_eq!(audio.duration_s(), 0.5);
+/// assert_eq!(audio.samples, stereo);
+/// assert!(audio.warnings.is_empty());
+/// # Ok::<(), clearvox::io::WavError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct WavAudio {
     /// Rate, channels and the format the samples were stored in.

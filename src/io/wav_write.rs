@@ -37,6 +37,28 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 ///
 /// Three are enough: 16-bit for size and compatibility, 24-bit for masters, float for
 /// headroom and exactness (the pipeline works in `f32`).
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::convert::SampleFormat;
+/// use clearvox::io::OutputFormat;
+///
+/// let format: OutputFormat = "S24".parse()?;
+/// assert_eq!(format, OutputFormat::S24);
+/// assert_eq!(format.to_string(), "s24");
+///
+/// // Keep what the input had: 8- and 16-bit stay 16-bit, 32-bit becomes float.
+/// assert_eq!(OutputFormat::for_input(SampleFormat::U8), OutputFormat::S16);
+/// assert_eq!(OutputFormat::for_input(SampleFormat::S32), OutputFormat::F32);
+///
+/// let err = "mp3".parse::<OutputFormat>().unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "unknown output format \"mp3\": supported are s16, s24 and f32"
+/// );
+/// # Ok::<(), clearvox::io::WavError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
@@ -169,6 +191,26 @@ fn too_long(sample_rate: u32, channels: u16, format: OutputFormat) -> WavError {
 ///
 /// Every [`write`](Self::write) converts and buffers; nothing allocates after
 /// [`create`](Self::create). Call [`finish`](Self::finish) to publish the file.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::io::{read_wav_file, OutputFormat, WavFileWriter};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("take.wav");
+///
+/// let mut writer = WavFileWriter::create(&path, 16_000, 1, OutputFormat::S16)?;
+/// for _ in 0..10 {
+///     writer.write(&[0.1; 160])?; // 10 ms at a time
+/// }
+/// assert_eq!(writer.frames_written(), 1_600);
+/// assert!(!path.exists()); // nothing there until it is finished
+///
+/// writer.finish()?;
+/// assert_eq!(read_wav_file(&path)?.frames(), 1_600);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct WavFileWriter {
     target: PathBuf,
     temp: PathBuf,
@@ -764,7 +806,8 @@ mod tests {
         ));
         assert_eq!(
             e.to_string(),
-            "3 samples are not a whole number of 2-channel frames"
+            "3 samples are not a whole number of 2-channel frames: \
+             write interleaved audio in whole frames"
         );
         let e = write_wav_to(Vec::new(), 48_000, 2, OutputFormat::S16, &[0.0; 5]).unwrap_err();
         assert!(matches!(
