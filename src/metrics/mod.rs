@@ -56,6 +56,28 @@ use crate::error::Result;
 pub use self::stoi::stoi;
 
 /// Why a metric could not score a pair of signals.
+///
+/// The metrics return the crate's [`Error`](crate::Error), which carries this as
+/// [`Error::Metric`](crate::Error::Metric).
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::metrics::{stoi, MetricError};
+/// use clearvox::Error;
+///
+/// let reference = vec![0.0f32; 16_000];
+/// let err = stoi(&reference, &reference[..8_000], 16_000).unwrap_err();
+/// assert!(matches!(
+///     err,
+///     Error::Metric(MetricError::LengthMismatch { reference: 16_000, test: 8_000 })
+/// ));
+/// assert_eq!(
+///     err.to_string(),
+///     "the reference has 16000 samples but the test signal has 8000: \
+///      align them first (metrics::align)"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MetricError {
@@ -72,7 +94,10 @@ pub enum MetricError {
     },
 
     /// A sample is NaN or infinite, which no score can be computed from.
-    #[error("the {signal} signal contains NaN or infinite samples")]
+    #[error(
+        "the {signal} signal contains NaN or infinite samples: replace them before \
+         scoring (dsp::convert::sanitize)"
+    )]
     NonFinite {
         /// `"reference"` or `"test"`.
         signal: &'static str,
@@ -82,7 +107,7 @@ pub enum MetricError {
     /// it needs at least that much non-silent reference signal.
     #[error(
         "STOI needs at least {needed} frames (384 ms) of speech after removing silent \
-         frames, but the reference gives {frames}"
+         frames, but the reference gives {frames}: score a longer stretch of speech"
     )]
     TooShort {
         /// STFT frames left after silence removal.
@@ -249,6 +274,23 @@ pub fn seg_snr_db(reference: &[f32], test: &[f32], sample_rate: u32) -> f64 {
 }
 
 /// The delay between a test signal and its reference, found by cross-correlation.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::metrics::{align, estimate_delay};
+///
+/// let reference: Vec<f32> = (0..4_000).map(|n| ((n * n) % 97) as f32 / 97.0 - 0.5).collect();
+/// let mut late = vec![0.0f32; 25];
+/// late.extend_from_slice(&reference);
+///
+/// let delay = estimate_delay(&reference, &late, 100);
+/// assert_eq!(delay.lag, 25);
+/// assert!(delay.correlation > 0.99);
+///
+/// // Removing the delay lines the two up sample for sample.
+/// assert_eq!(align(&late, delay.lag, reference.len()), reference);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct DelayEstimate {
     /// Samples by which the test signal is late: `test[t + lag] ≈ reference[t]`
@@ -400,6 +442,32 @@ pub fn align(test: &[f32], lag: i64, len: usize) -> Vec<f32> {
 }
 
 /// The scores of a test signal against its reference, after removing the delay.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::metrics::compare;
+///
+/// let fs = 16_000;
+/// // A 200 Hz tone switched on and off four times a second, like syllables.
+/// let clean: Vec<f32> = (0..3 * fs)
+///     .map(|i| {
+///         let t = i as f32 / fs as f32;
+///         (2.0 * std::f32::consts::PI * 200.0 * t).sin() * (0.5 + 0.5 * (8.0 * t).sin())
+///     })
+///     .collect();
+/// // The same, 20 samples late and at half the level.
+/// let mut test = vec![0.0f32; 20];
+/// test.extend(clean.iter().map(|s| 0.5 * s));
+///
+/// let scores = compare(&clean, &test, fs as u32, 1_000)?;
+/// assert_eq!(scores.delay_samples, 20);
+/// // The plain SNR counts the lost level as noise; SI-SDR and STOI do not.
+/// assert!((scores.snr_db - 6.02).abs() < 0.01);
+/// assert!(scores.si_sdr_db > 100.0);
+/// assert!(scores.stoi > 0.99);
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Comparison {
     /// Samples by which the test signal was late (negative: early), as removed before
