@@ -24,6 +24,33 @@ const FADE_MS: usize = 10;
 
 /// A pipeline whose configuration can change while it runs: [`HotSwap::set_config`]
 /// warms the new pipeline on the last 200 ms of input and cross-fades to it over 10 ms.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::pipeline::HotSwap;
+/// use clearvox::Preset;
+///
+/// let mut hot = HotSwap::new(&Preset::VoiceChat.config(), 48_000, 1)?;
+/// let ten_ms = [0.0f32; 480];
+/// let mut out = vec![0.0f32; hot.output_len_bound(ten_ms.len())];
+/// for _ in 0..50 {
+///     let n = hot.process_into_buffer(&ten_ms, &mut out)?;
+///     // ... play or send out[..n] ...
+/// }
+///
+/// // The device is short of CPU: change to the spectral gate alone, without a click.
+/// // (This builds a pipeline: call it from a control thread, not an audio callback.)
+/// hot.set_config(&Preset::LowCpu.config())?;
+/// assert!(!hot.pipeline().config().rnnoise.enabled);
+/// for _ in 0..50 {
+///     hot.process_into_buffer(&ten_ms, &mut out)?;
+/// }
+///
+/// // Strength and bypass need no new pipeline.
+/// hot.set_strength(0.5)?;
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 pub struct HotSwap {
     current: Pipeline,
     previous: Option<Pipeline>,

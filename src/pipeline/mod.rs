@@ -344,6 +344,37 @@ impl OutputMix {
 }
 
 /// The enhancement pipeline. See the [module documentation](self).
+///
+/// # Examples
+///
+/// Streaming a signal through in chunks of any size, then draining the tail (the
+/// [crate documentation](crate) shows the allocation-free form for real-time code):
+///
+/// ```
+/// use clearvox::{Config, Pipeline};
+///
+/// let mut pipeline = Pipeline::new(&Config::default(), 16_000, 1)?;
+/// let input: Vec<f32> = (0..16_000).map(|n| 0.1 * (n as f32 * 0.2).sin()).collect();
+///
+/// let mut output = Vec::new();
+/// for chunk in input.chunks(256) {
+///     pipeline.process(chunk, &mut output)?;
+/// }
+/// pipeline.flush(&mut output)?;
+///
+/// // Output sample n belongs to input instant n - latency: the stream is the input
+/// // followed by the latency's worth of tail. At 16 kHz the latency is the chain's
+/// // 20 ms plus the two resamplers' delays.
+/// let latency_ms = pipeline.latency() as f64 * 1000.0 / 16_000.0;
+/// assert!((20.0..25.0).contains(&latency_ms));
+/// assert_eq!(output.len(), 16_000 + pipeline.latency());
+///
+/// // A flushed pipeline takes no more input until it is reset.
+/// assert!(pipeline.process(&input, &mut output).is_err());
+/// pipeline.reset();
+/// pipeline.process(&input, &mut output)?;
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 pub struct Pipeline {
     config: Config,
     input_rate: u32,
@@ -823,6 +854,28 @@ pub fn duration_at(n: u64, from: u32, to: u32) -> u64 {
 /// Latency compensation for offline use: wraps a [`Pipeline`] so that its output lines
 /// up with the input sample for sample and has exactly the input's duration (at the
 /// output rate). VAD event positions are shifted the same way.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::{Aligner, Config, Pipeline, Preset};
+///
+/// // 1 s of 44.1 kHz stereo, enhanced to 16 kHz mono.
+/// let input = vec![0.0f32; 2 * 44_100];
+/// let config = Config { output_rate: Some(16_000), ..Preset::VoiceChat.config() };
+/// let mut aligner = Aligner::new(Pipeline::new(&config, 44_100, 2)?);
+///
+/// let mut output = Vec::new();
+/// for chunk in input.chunks(2 * 441) {
+///     aligner.process(chunk, &mut output)?;
+/// }
+/// aligner.finish(&mut output)?;
+///
+/// // The same duration as the input; sample n is input instant n.
+/// assert_eq!(output.len(), 16_000);
+/// assert!(aligner.events().is_empty()); // silence: no speech
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Aligner {
     pipeline: Pipeline,
