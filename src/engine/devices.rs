@@ -14,6 +14,19 @@ use super::EngineError;
 use crate::dsp::convert::{check_channels, check_sample_rate};
 
 /// Which device to open.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::engine::DeviceSelector;
+///
+/// // As a user types it: `default`, an index from the device list, or (part of) a name.
+/// assert_eq!("default".parse(), Ok(DeviceSelector::Default));
+/// assert_eq!("2".parse(), Ok(DeviceSelector::Index(2)));
+/// assert_eq!("usb".parse(), Ok(DeviceSelector::Name("usb".into())));
+///
+/// assert_eq!(DeviceSelector::Index(2).to_string(), "device #2");
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceSelector {
@@ -52,6 +65,28 @@ impl fmt::Display for DeviceSelector {
 }
 
 /// A device sample format the engine can open a stream with.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::dsp::convert::SampleFormat;
+/// use clearvox::engine::{DeviceFormat, EngineConfig};
+///
+/// let format: DeviceFormat = "s16".parse()?;
+/// assert_eq!(format, DeviceFormat::I16);
+/// // A recording that follows the device is 16-bit too.
+/// assert_eq!(format.wav_format(), SampleFormat::S16);
+///
+/// let config = EngineConfig {
+///     input_format: Some(format),
+///     ..EngineConfig::default()
+/// };
+/// # let _ = config;
+///
+/// let err = "s24".parse::<DeviceFormat>().unwrap_err();
+/// assert_eq!(err, "unknown sample format 's24': supported are s16, s32, f32, u16");
+/// # Ok::<(), String>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceFormat {
@@ -116,6 +151,24 @@ impl FromStr for DeviceFormat {
 }
 
 /// One range of configurations a device supports.
+///
+/// # Examples
+///
+/// [`list_devices`] reports them; they print the way the CLI's device list shows them:
+///
+/// ```
+/// use clearvox::engine::ConfigRange;
+///
+/// let range = ConfigRange {
+///     channels: 2,
+///     min_rate: 8_000,
+///     max_rate: 48_000,
+///     format: "i16".into(),
+///     buffer_frames: Some((64, 8_192)),
+/// };
+/// assert_eq!(range.to_string(), "8000-48000 Hz 2 ch i16");
+/// assert!((range.min_rate..=range.max_rate).contains(&16_000));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ConfigRange {
     /// Channels.
@@ -157,6 +210,32 @@ impl fmt::Display for ConfigRange {
 }
 
 /// A device as listed by [`list_devices`].
+///
+/// # Examples
+///
+/// Pick the first microphone that can capture 16 kHz mono directly:
+///
+/// ```no_run
+/// use clearvox::engine::{list_devices, DeviceSelector, EngineConfig};
+///
+/// let devices = list_devices(&cpal::default_host())?;
+/// let mic = devices.inputs.iter().find(|d| {
+///     d.configs
+///         .iter()
+///         .any(|c| c.channels == 1 && (c.min_rate..=c.max_rate).contains(&16_000))
+/// });
+/// if let Some(mic) = mic {
+///     let config = EngineConfig {
+///         input: DeviceSelector::Index(mic.index),
+///         input_rate: Some(16_000),
+///         input_channels: Some(1),
+///         ..EngineConfig::default()
+///     };
+///     println!("using {}{}", mic.name, if mic.is_default { " (default)" } else { "" });
+/// #   let _ = config;
+/// }
+/// # Ok::<(), clearvox::engine::EngineError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DeviceInfo {
     /// Position in the list of its kind (what an index selects).
@@ -172,6 +251,23 @@ pub struct DeviceInfo {
 }
 
 /// Input and output devices of a host.
+///
+/// # Examples
+///
+/// ```no_run
+/// use clearvox::engine::list_devices;
+///
+/// let devices = list_devices(&cpal::default_host())?;
+/// println!("{} host", devices.host);
+/// for d in &devices.inputs {
+///     let default = d.default_config.as_ref().map(|c| c.to_string());
+///     println!("  in  {}: {} [{}]", d.index, d.name, default.unwrap_or_default());
+/// }
+/// for d in &devices.outputs {
+///     println!("  out {}: {}", d.index, d.name);
+/// }
+/// # Ok::<(), clearvox::engine::EngineError>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DeviceList {
     /// The host's name (ALSA, CoreAudio, WASAPI, ...).

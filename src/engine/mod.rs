@@ -52,6 +52,27 @@ use crate::io::{OutputFormat, WavError, WavFileWriter};
 use crate::pipeline::{frame_channel, FrameReceiver, FrameSink, Framer, Pipeline};
 
 /// Why the engine could not start, or stopped.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::engine::{Engine, EngineConfig, EngineError};
+/// use clearvox::Config;
+///
+/// // Building an engine checks the pipeline's configuration; it opens no device.
+/// let config = EngineConfig {
+///     pipeline: Config { strength: 2.0, ..Config::default() },
+///     ..EngineConfig::default()
+/// };
+/// let err = Engine::new(config).unwrap_err();
+/// assert!(matches!(err, EngineError::Pipeline(_)));
+///
+/// let mut engine = Engine::new(EngineConfig::default())?;
+/// let err = engine.stop().unwrap_err();
+/// assert!(matches!(err, EngineError::NotRunning));
+/// assert_eq!(err.to_string(), "the engine is not running: start it first");
+/// # Ok::<(), EngineError>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
@@ -62,7 +83,7 @@ pub enum EngineError {
         kind: &'static str,
     },
     /// No device matches the selector.
-    #[error("no {kind} {wanted}; available: {}", list(available))]
+    #[error("no {kind} {wanted}; available: {}", choices(available))]
     DeviceNotFound {
         /// `input` or `output`.
         kind: &'static str,
@@ -72,7 +93,10 @@ pub enum EngineError {
         available: Vec<String>,
     },
     /// Several devices contain the name.
-    #[error("{kind} device name '{wanted}' is ambiguous: {}", list(matches))]
+    #[error(
+        "{kind} device name '{wanted}' is ambiguous: it matches {}; give more of the name",
+        list(matches)
+    )]
     AmbiguousDevice {
         /// `input` or `output`.
         kind: &'static str,
@@ -100,7 +124,10 @@ pub enum EngineError {
         message: String,
     },
     /// The device failed while running (unplugged, server gone).
-    #[error("the {kind} device failed while running: {message}")]
+    #[error(
+        "the {kind} device failed while running: {message}; check that it is still \
+         connected, then start again"
+    )]
     DeviceLost {
         /// `input` or `output`.
         kind: &'static str,
@@ -108,7 +135,7 @@ pub enum EngineError {
         message: String,
     },
     /// The audio host itself failed.
-    #[error("audio host: {0}")]
+    #[error("the audio system failed: {0}")]
     Host(String),
     /// The pipeline could not be built or run.
     #[error(transparent)]
@@ -117,14 +144,26 @@ pub enum EngineError {
     #[error("recording: {0}")]
     Recorder(#[from] WavError),
     /// `start` on a running engine.
-    #[error("the engine is already running")]
+    #[error("the engine is already running: stop it first")]
     AlreadyRunning,
     /// `stop` on an engine that is not running.
-    #[error("the engine is not running")]
+    #[error("the engine is not running: start it first")]
     NotRunning,
     /// The processing thread could not be started or ended abnormally.
-    #[error("processing thread: {0}")]
+    #[error("the processing thread failed: {0}")]
     Thread(String),
+}
+
+/// The devices there are, and how to pick one.
+fn choices(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        format!(
+            "{} (choose one by name, part of a name, or index)",
+            names.join(", ")
+        )
+    }
 }
 
 fn list(names: &[String]) -> String {
@@ -156,6 +195,32 @@ impl EngineError {
 }
 
 /// Something that happened while the engine ran.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::engine::EngineEvent;
+///
+/// fn on_event(event: &EngineEvent) -> Option<String> {
+///     match event {
+///         EngineEvent::DeviceError { input: true, message } => {
+///             Some(format!("microphone lost: {message}"))
+///         }
+///         EngineEvent::DeviceError { input: false, message } => {
+///             Some(format!("monitoring stopped: {message}"))
+///         }
+///         EngineEvent::Failed { message } => Some(format!("stopped: {message}")),
+///         EngineEvent::Finished => None,
+///     }
+/// }
+/// // Polled while the engine runs: `while let Some(e) = engine.poll_event() { ... }`
+/// assert_eq!(on_event(&EngineEvent::Finished), None);
+///
+/// // As JSON, as the CLI writes it.
+/// let json = serde_json::to_string(&EngineEvent::Finished)?;
+/// assert_eq!(json, r#"{"event":"finished"}"#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum EngineEvent {
@@ -180,6 +245,31 @@ pub enum EngineEvent {
 }
 
 /// Everything that shapes a live [`Engine`] besides the host.
+///
+/// # Examples
+///
+/// Set what differs from the defaults with struct-update syntax:
+///
+/// ```
+/// use clearvox::engine::{DeviceSelector, EngineConfig};
+/// use clearvox::{Config, Preset};
+/// use std::time::Duration;
+///
+/// let config = EngineConfig {
+///     // 16 kHz out, for a speech recogniser.
+///     pipeline: Config {
+///         output_rate: Some(16_000),
+///         ..Preset::VoiceChat.config()
+///     },
+///     input: DeviceSelector::Name("USB".into()),
+///     // Hear the result on the default output.
+///     output: Some(DeviceSelector::Default),
+///     record: Some("session.wav".into()),
+///     duration: Some(Duration::from_secs(30)),
+///     ..EngineConfig::default()
+/// };
+/// assert_eq!(config.capture_ring_ms, 500);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineConfig {
     /// The enhancement pipeline (the same configuration as offline).
@@ -232,6 +322,25 @@ impl Default for EngineConfig {
 }
 
 /// What a running engine opened.
+///
+/// # Examples
+///
+/// ```no_run
+/// use clearvox::engine::{Engine, EngineConfig};
+///
+/// let mut engine = Engine::new(EngineConfig::default())?;
+/// engine.start()?;
+/// let info = engine.stream_info().expect("the engine runs");
+/// println!(
+///     "capturing from {} at {} Hz, {} ch {:?}; {} ms of algorithmic latency",
+///     info.input_device,
+///     info.input_rate,
+///     info.input_channels,
+///     info.input_format,
+///     info.algorithmic_latency * 1000 / info.output_rate as usize
+/// );
+/// # Ok::<(), clearvox::engine::EngineError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StreamInfo {
     /// Capture device name.
@@ -258,7 +367,30 @@ pub struct StreamInfo {
     pub ring_capacity: usize,
 }
 
-/// What `stop` returns.
+/// What [`Engine::stop`] returns.
+///
+/// # Examples
+///
+/// Record ten seconds, then report as JSON:
+///
+/// ```no_run
+/// use clearvox::engine::{Engine, EngineConfig};
+/// use std::time::Duration;
+///
+/// let mut engine = Engine::new(EngineConfig {
+///     record: Some("take.wav".into()),
+///     duration: Some(Duration::from_secs(10)),
+///     ..EngineConfig::default()
+/// })?;
+/// engine.start()?;
+/// while !engine.is_finished() {
+///     std::thread::sleep(Duration::from_millis(100));
+/// }
+/// let report = engine.stop()?;
+/// assert_eq!(report.stats.overruns, 0, "the processing kept up");
+/// println!("{}", serde_json::to_string_pretty(&report)?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EngineReport {
     /// What was opened.
@@ -277,6 +409,41 @@ struct Running {
 }
 
 /// The live engine. See the [module documentation](self).
+///
+/// # Examples
+///
+/// Capture from the default microphone for three seconds and take the enhanced frames
+/// on this thread:
+///
+/// ```no_run
+/// use clearvox::dsp::vad::VadEventKind;
+/// use clearvox::engine::{Engine, EngineConfig};
+/// use std::time::{Duration, Instant};
+///
+/// let mut engine = Engine::new(EngineConfig::default())?;
+/// let frames = engine.frame_channel(64);
+/// engine.start()?;
+///
+/// let until = Instant::now() + Duration::from_secs(3);
+/// while Instant::now() < until {
+///     let Some(frame) = frames.recv_timeout(Duration::from_millis(100)) else {
+///         continue;
+///     };
+///     // ... frame.samples: 10 ms of enhanced mono audio at frame.rate ...
+///     for event in &frame.events {
+///         if event.kind == VadEventKind::SpeechStart {
+///             println!("speech from sample {}", event.position);
+///         }
+///     }
+///     while let Some(event) = engine.poll_event() {
+///         println!("{event:?}");
+///     }
+/// }
+///
+/// let report = engine.stop()?;
+/// println!("{} frames, {} overruns", report.stats.frames_processed, report.stats.overruns);
+/// # Ok::<(), clearvox::engine::EngineError>(())
+/// ```
 pub struct Engine {
     host: cpal::Host,
     config: EngineConfig,
@@ -322,13 +489,15 @@ impl Engine {
     }
 
     /// Hands every enhanced 10 ms frame (with its VAD events) to `sink`, on the
-    /// processing thread, from the next `start` on.
+    /// processing thread, during the next session. The session finishes and drops the
+    /// sink when it ends: set one again before a later `start`.
     pub fn set_frame_sink(&mut self, sink: Box<dyn FrameSink>) {
         self.sink = Some(sink);
     }
 
-    /// Delivers the frames into a bounded channel instead (frames are dropped and
-    /// counted when the receiver falls `capacity` frames behind).
+    /// Delivers the next session's frames into a bounded channel instead (frames are
+    /// dropped and counted when the receiver falls `capacity` frames behind). The
+    /// receiver reports the end once the session has stopped.
     pub fn frame_channel(&mut self, capacity: usize) -> FrameReceiver {
         let (tx, rx) = frame_channel(capacity);
         self.sink = Some(Box::new(tx));

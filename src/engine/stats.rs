@@ -129,6 +129,33 @@ impl Shared {
 }
 
 /// A snapshot of a running (or stopped) engine's statistics.
+///
+/// # Examples
+///
+/// A status line once a second while the engine runs:
+///
+/// ```no_run
+/// use clearvox::engine::{Engine, EngineConfig};
+/// use std::time::Duration;
+///
+/// let mut engine = Engine::new(EngineConfig::default())?;
+/// engine.start()?;
+/// for _ in 0..10 {
+///     std::thread::sleep(Duration::from_secs(1));
+///     let s = engine.stats();
+///     println!(
+///         "{:5.1} dBFS {} | {:.1} % CPU, p99 {} µs | latency {:.0} ms | {} overruns",
+///         s.input_level_dbfs,
+///         if s.in_speech { "speech" } else { "      " },
+///         s.cpu_percent,
+///         s.frame_time_p99_us,
+///         s.latency_ms,
+///         s.overruns
+///     );
+/// }
+/// engine.stop()?;
+/// # Ok::<(), clearvox::engine::EngineError>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct EngineStats {
     /// Input callbacks so far.
@@ -151,13 +178,13 @@ pub struct EngineStats {
     pub monitor_dropped: u64,
     /// Errors the devices reported and carried on from (xruns and the like).
     pub stream_errors: u64,
-    /// Capture ring fill now, and at most so far, frames.
+    /// Capture ring fill now, frames.
     pub ring_fill: u64,
     /// Largest capture ring fill seen, frames.
     pub ring_fill_max: u64,
     /// Capture ring capacity, frames.
     pub ring_capacity: u64,
-    /// Processing time per 10 ms frame: median, 99th percentile and maximum, µs.
+    /// Median processing time per 10 ms frame, µs.
     pub frame_time_p50_us: u64,
     /// 99th percentile of the processing time per frame, µs.
     pub frame_time_p99_us: u64,
