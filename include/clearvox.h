@@ -44,15 +44,6 @@ typedef struct CvEngine CvEngine;
 // An enhancement pipeline (opaque).
 typedef struct CvPipeline CvPipeline;
 
-// The sample encoding of a written WAV file.
-//
-// Three are enough: 16-bit for size and compatibility, 24-bit for masters, float for
-// headroom and exactness (the pipeline works in `f32`).
-typedef struct OutputFormat OutputFormat;
-
-// Named starting points for a [`Config`].
-typedef struct Preset Preset;
-
 // A speech-state change: `kind` 1 = speech started, 2 = speech ended; `position` in
 // samples of the output stream.
 typedef struct CvVadEvent {

@@ -13,6 +13,12 @@
 //!   output is mono at the pipeline's output rate.
 //!
 //! The header `include/clearvox.h` is generated from this file by cbindgen.
+//!
+//! Every type's documentation has an example of its use from Rust.
+
+// Those examples sit in `#[cfg_attr(any(doc, doctest), doc = ...)]` attributes:
+// rustdoc shows and tests them, while cbindgen copies only plain doc comments into
+// `include/clearvox.h`, which so keeps no Rust code.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -29,6 +35,34 @@ use crate::pipeline::{EnhancedFrame, HotSwap};
 pub const CV_ABI_VERSION: u32 = 1;
 
 /// What a function did.
+#[cfg_attr(
+    any(doc, doctest),
+    doc = r#"
+# Examples
+
+A refused configuration, and the message that says why:
+
+```
+use clearvox::capi::{cv_last_error, cv_pipeline_new, CvPipeline, CvStatus};
+use std::ffi::CStr;
+
+let mut p: *mut CvPipeline = std::ptr::null_mut();
+// SAFETY: the configuration is a NUL-terminated string; `p` is valid for a write.
+let status = unsafe { cv_pipeline_new(c"loud".as_ptr(), 48_000, 1, &mut p) };
+assert_eq!(status, CvStatus::CV_ERR_CONFIG);
+assert!(p.is_null());
+
+// SAFETY: a NUL-terminated string, valid until the next clearvox call on this thread.
+let message = unsafe { CStr::from_ptr(cv_last_error()) }.to_str()?;
+assert_eq!(
+    message,
+    "invalid configuration: unknown preset 'loud': \
+     choose one of voice-chat, max-quality, low-cpu, bypass"
+);
+# Ok::<(), Box<dyn std::error::Error>>(())
+```
+"#
+)]
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +229,54 @@ pub extern "C" fn cv_last_error() -> *const c_char {
 
 /// A speech-state change: `kind` 1 = speech started, 2 = speech ended; `position` in
 /// samples of the output stream.
+#[cfg_attr(
+    any(doc, doctest),
+    doc = r#"
+# Examples
+
+Half a second of silence, then a loud tone, through the `low-cpu` preset (whose
+energy detector calls anything well above the noise floor voice):
+
+```
+use clearvox::capi::*;
+
+let mut input = vec![0.0f32; 8_000];
+input.extend((0..8_000).map(|n| 0.3 * (n as f32 * 0.1).sin()));
+
+let mut p: *mut CvPipeline = std::ptr::null_mut();
+// SAFETY: a NUL-terminated configuration; `p` is valid for a write.
+let status = unsafe { cv_pipeline_new(c"low-cpu".as_ptr(), 16_000, 1, &mut p) };
+assert_eq!(status, CvStatus::CV_OK);
+
+// SAFETY: `p` is a live pipeline.
+let mut output = vec![0.0f32; unsafe { cv_pipeline_output_len_max(p, input.len()) }];
+let mut written = 0;
+// SAFETY: `input` holds that many mono frames, `output` its length in floats.
+let status = unsafe {
+    cv_pipeline_process_f32(
+        p,
+        input.as_ptr(),
+        input.len(),
+        output.as_mut_ptr(),
+        output.len(),
+        &mut written,
+    )
+};
+assert_eq!(status, CvStatus::CV_OK);
+
+let mut event = CvVadEvent::default();
+let mut has_event = 0;
+// SAFETY: `p` is live; both out-pointers are valid for writes.
+let status = unsafe { cv_pipeline_next_event(p, &mut event, &mut has_event) };
+assert_eq!((status, has_event), (CvStatus::CV_OK, 1));
+assert_eq!(event.kind, 1); // speech started
+assert!(event.position < 8_000 + 1_000);
+
+// SAFETY: `p` came from `cv_pipeline_new` and is not used afterwards.
+unsafe { cv_pipeline_free(p) };
+```
+"#
+)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CvVadEvent {
@@ -217,6 +299,41 @@ impl From<VadEvent> for CvVadEvent {
 }
 
 /// An enhancement pipeline (opaque).
+#[cfg_attr(
+    any(doc, doctest),
+    doc = r#"
+# Examples
+
+The C ABI called from Rust, as C calls it:
+
+```
+use clearvox::capi::{
+    cv_pipeline_free, cv_pipeline_new, cv_pipeline_output_len_max, cv_pipeline_process_f32,
+    CvPipeline, CvStatus,
+};
+
+let mut p: *mut CvPipeline = std::ptr::null_mut();
+// SAFETY: the configuration is a NUL-terminated string; `p` is valid for a write.
+let status = unsafe { cv_pipeline_new(c"voice-chat".as_ptr(), 48_000, 2, &mut p) };
+assert_eq!(status, CvStatus::CV_OK);
+
+let input = [0.0f32; 2 * 480]; // 10 ms of interleaved stereo
+// SAFETY: `p` is a live pipeline.
+let mut output = vec![0.0f32; unsafe { cv_pipeline_output_len_max(p, 480) }];
+let mut written = 0;
+// SAFETY: `input` holds 480 frames of 2 channels, `output` holds `output.len()` floats,
+// `written` is valid for a write, and no other thread uses `p`.
+let status = unsafe {
+    cv_pipeline_process_f32(p, input.as_ptr(), 480, output.as_mut_ptr(), output.len(), &mut written)
+};
+assert_eq!(status, CvStatus::CV_OK);
+assert!(written <= output.len()); // mono samples at the output rate
+
+// SAFETY: `p` came from `cv_pipeline_new` and is not used afterwards.
+unsafe { cv_pipeline_free(p) };
+```
+"#
+)]
 #[derive(Debug)]
 pub struct CvPipeline {
     inner: HotSwap,
@@ -499,6 +616,57 @@ pub unsafe extern "C" fn cv_pipeline_reset(p: *mut CvPipeline) -> CvStatus {
 
 /// A frame handed to an engine callback: mono samples and the VAD events that came with
 /// them (pointers valid during the call only).
+#[cfg_attr(
+    any(doc, doctest),
+    doc = r#"
+# Examples
+
+Polling frames into buffers of your own (this needs an audio device):
+
+```no_run
+use clearvox::capi::*;
+use std::ptr;
+
+let mut e: *mut CvEngine = ptr::null_mut();
+// SAFETY: a NULL configuration and NULL options take the defaults; `e` is valid for a write.
+assert_eq!(unsafe { cv_engine_new(ptr::null(), ptr::null(), &mut e) }, CvStatus::CV_OK);
+// SAFETY: `e` is a live engine.
+unsafe {
+    cv_engine_enable_polling(e, 64);
+    cv_engine_start(e);
+}
+
+let mut samples = [0.0f32; 1_920]; // 10 ms at up to 192 kHz
+let mut events = [CvVadEvent::default(); 16];
+let mut frame = CvFrame {
+    samples: ptr::null(),
+    len: 0,
+    rate: 0,
+    position: 0,
+    events: ptr::null(),
+    n_events: 0,
+};
+let mut has_frame = 0;
+// SAFETY: the buffers are valid for the capacities given, `frame` and `has_frame` for writes.
+let status = unsafe {
+    cv_engine_poll_frame(
+        e, 100, samples.as_mut_ptr(), samples.len(), events.as_mut_ptr(), events.len(),
+        &mut frame, &mut has_frame,
+    )
+};
+if status == CvStatus::CV_OK && has_frame == 1 {
+    let audio = &samples[..frame.len]; // `frame.samples` points at `samples`
+    println!("{} samples at {} Hz from {}", audio.len(), frame.rate, frame.position);
+}
+
+// SAFETY: `e` came from `cv_engine_new` and is not used afterwards.
+unsafe {
+    cv_engine_stop(e);
+    cv_engine_free(e);
+}
+```
+"#
+)]
 #[repr(C)]
 #[derive(Debug)]
 pub struct CvFrame {
@@ -518,9 +686,72 @@ pub struct CvFrame {
 
 /// Called on the engine's processing thread with each 10 ms frame. It must return
 /// quickly and must not call back into the engine.
+#[cfg_attr(
+    any(doc, doctest),
+    doc = r#"
+# Examples
+
+A callback that adds up the audio it is given (this needs an audio device):
+
+```no_run
+use clearvox::capi::*;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+unsafe extern "C" fn on_frame(user: *mut c_void, frame: *const CvFrame) {
+    // SAFETY: `user` is the counter registered below, which outlives the engine;
+    // `frame` is valid during the call.
+    let (counter, frame) = unsafe { (&*(user as *const AtomicU64), &*frame) };
+    counter.fetch_add(frame.len as u64, Ordering::Relaxed);
+}
+
+static SAMPLES: AtomicU64 = AtomicU64::new(0);
+let mut e: *mut CvEngine = std::ptr::null_mut();
+// SAFETY: defaults for the configuration and options; `e` is valid for a write. The
+// callback and the counter stay valid for as long as the engine runs.
+unsafe {
+    cv_engine_new(std::ptr::null(), std::ptr::null(), &mut e);
+    let user = &SAMPLES as *const AtomicU64 as *mut c_void;
+    cv_engine_set_frame_callback(e, Some(on_frame), user);
+    cv_engine_start(e);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    cv_engine_stop(e);
+    cv_engine_free(e);
+}
+println!("{} samples", SAMPLES.load(Ordering::Relaxed));
+```
+"#
+)]
 pub type CvFrameCallback = Option<unsafe extern "C" fn(user: *mut c_void, frame: *const CvFrame)>;
 
 /// What to open for a live engine. Every field may be zero/NULL for the default.
+#[cfg_attr(
+    any(doc, doctest),
+    doc = r#"
+# Examples
+
+```no_run
+use clearvox::capi::*;
+
+let options = CvEngineOptions {
+    input_device: c"USB".as_ptr(), // part of a name, or an index as text
+    output_device: std::ptr::null(),
+    input_rate: 16_000,
+    input_channels: 1,
+    input_format: 0,
+    buffer_ms: 0.0,
+    duration_s: 30.0,
+    record_path: c"session.wav".as_ptr(),
+};
+let mut e: *mut CvEngine = std::ptr::null_mut();
+// SAFETY: the strings are NUL-terminated and outlive the call; `e` is valid for a write.
+let status = unsafe { cv_engine_new(c"low-cpu".as_ptr(), &options, &mut e) };
+assert_eq!(status, CvStatus::CV_OK);
+// SAFETY: `e` came from `cv_engine_new` and is not used afterwards.
+unsafe { cv_engine_free(e) };
+```
+"#
+)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CvEngineOptions {
@@ -563,6 +794,34 @@ pub unsafe extern "C" fn cv_engine_is_finished(e: *const CvEngine) -> u32 {
 }
 
 /// Statistics of a live engine.
+#[cfg_attr(
+    any(doc, doctest),
+    doc = r#"
+# Examples
+
+```no_run
+use clearvox::capi::*;
+
+let mut e: *mut CvEngine = std::ptr::null_mut();
+// SAFETY: defaults for the configuration and options; `e` is valid for a write.
+unsafe { cv_engine_new(std::ptr::null(), std::ptr::null(), &mut e) };
+// SAFETY: `e` is a live engine.
+unsafe { cv_engine_start(e) };
+std::thread::sleep(std::time::Duration::from_secs(1));
+
+let mut stats = CvEngineStats::default();
+// SAFETY: `e` is live and `stats` valid for a write.
+if unsafe { cv_engine_stats(e, &mut stats) } == CvStatus::CV_OK {
+    println!(
+        "{} frames, p99 {} µs, {:.0} ms latency, {} overruns",
+        stats.frames_processed, stats.frame_time_p99_us, stats.latency_ms, stats.overruns
+    );
+}
+// SAFETY: `e` came from `cv_engine_new` and is not used afterwards.
+unsafe { cv_engine_free(e) };
+```
+"#
+)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CvEngineStats {
@@ -587,6 +846,52 @@ pub struct CvEngineStats {
 }
 
 /// A live engine (opaque).
+#[cfg_attr(
+    any(doc, doctest),
+    doc = r#"
+# Examples
+
+Ten seconds from the default microphone, recorded, with the status checked at every
+step (this needs an audio device):
+
+```no_run
+use clearvox::capi::*;
+use std::ffi::CStr;
+
+fn check(status: CvStatus) -> Result<(), String> {
+    if status == CvStatus::CV_OK {
+        return Ok(());
+    }
+    // SAFETY: a NUL-terminated string, valid until the next clearvox call on this thread.
+    Err(unsafe { CStr::from_ptr(cv_last_error()) }.to_string_lossy().into_owned())
+}
+
+let options = CvEngineOptions {
+    input_device: std::ptr::null(),
+    output_device: std::ptr::null(),
+    input_rate: 0,
+    input_channels: 0,
+    input_format: 0,
+    buffer_ms: 0.0,
+    duration_s: 10.0,
+    record_path: c"take.wav".as_ptr(),
+};
+let mut e: *mut CvEngine = std::ptr::null_mut();
+// SAFETY: every pointer is valid for the call; `e` is used by this thread only and freed
+// once at the end.
+unsafe {
+    check(cv_engine_new(c"voice-chat".as_ptr(), &options, &mut e))?;
+    check(cv_engine_start(e))?;
+    while cv_engine_is_finished(e) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    check(cv_engine_stop(e))?;
+    cv_engine_free(e);
+}
+# Ok::<(), String>(())
+```
+"#
+)]
 #[derive(Debug)]
 pub struct CvEngine {
     #[cfg(feature = "device")]
