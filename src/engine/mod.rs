@@ -178,12 +178,17 @@ impl EngineError {
     pub(crate) fn from_cpal(device: &str, e: cpal::Error) -> Self {
         let message = match e.kind() {
             cpal::ErrorKind::DeviceBusy => {
-                format!("device is busy (in use by another program): {e}")
+                format!(
+                    "device is busy (in use by another program: close it, or choose another \
+                     device): {e}"
+                )
             }
             cpal::ErrorKind::DeviceNotAvailable => {
                 "not available: there is no such device, or it was disconnected".to_string()
             }
-            cpal::ErrorKind::PermissionDenied => format!("permission denied: {e}"),
+            cpal::ErrorKind::PermissionDenied => {
+                format!("permission denied (check that this program may use audio devices): {e}")
+            }
             cpal::ErrorKind::UnsupportedConfig => format!("configuration not supported: {e}"),
             _ => e.to_string(),
         };
