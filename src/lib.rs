@@ -56,6 +56,7 @@
 //! # Ok::<(), clearvox::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 #[cfg(feature = "capi")]
 pub mod capi;

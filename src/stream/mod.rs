@@ -42,6 +42,20 @@ pub use self::protocol::Protocol;
 use crate::pipeline::{EnhancedFrame, FrameSink};
 
 /// Who decides where a turn ends (OpenAI protocol).
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::stream::{Protocol, StreamConfig, TurnDetection};
+///
+/// // clearvox's VAD ends the turns: a commit at every speech end.
+/// let config = StreamConfig {
+///     protocol: Protocol::Openai,
+///     turn_detection: TurnDetection::Client,
+///     ..StreamConfig::new("wss://api.openai.com/v1/realtime?model=gpt-realtime")
+/// };
+/// assert_eq!(config.rate(), 24_000);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TurnDetection {
@@ -53,6 +67,21 @@ pub enum TurnDetection {
 }
 
 /// Where and how to stream.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::stream::StreamConfig;
+///
+/// let mut config = StreamConfig::new("wss://stt.example.com/v1/listen?key=k");
+/// config.events = true; // JSON start/stop and speech events beside the audio
+/// config.headers.insert("X-Model".into(), "nova".into());
+/// config.validate()?;
+/// assert_eq!(config.rate(), 16_000);
+/// // Messages never show the query, which may hold credentials.
+/// assert_eq!(config.url_for_display(), "wss://stt.example.com/v1/listen");
+/// # Ok::<(), clearvox::stream::StreamError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamConfig {
@@ -169,6 +198,18 @@ impl StreamConfig {
 }
 
 /// A bearer token. Its `Debug` and `Display` never show it.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::stream::Token;
+///
+/// let token = Token::new("sk-secret");
+/// assert_eq!(format!("{token:?} {token}"), "Token(<hidden>) <hidden>");
+/// // In an app: from the environment, never from a command line.
+/// let from_env = Token::from_env("CLEARVOX_TOKEN");
+/// # let _ = from_env;
+/// ```
 #[derive(Clone)]
 pub struct Token(String);
 
@@ -201,6 +242,17 @@ impl std::fmt::Display for Token {
 }
 
 /// Why a stream could not start.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::stream::{connect, StreamConfig, StreamError};
+///
+/// // Plain ws:// leaves this machine only with `insecure`: refused before any connection.
+/// let err = connect(&StreamConfig::new("ws://192.0.2.1/"), None).err().unwrap();
+/// assert!(matches!(err, StreamError::Url(_)));
+/// assert!(err.to_string().contains("--insecure"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StreamError {
@@ -243,6 +295,21 @@ fn hint(status: u16) -> &'static str {
 }
 
 /// What happens on the stream, for the caller to show or act on.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::stream::StreamEvent;
+///
+/// fn show(event: StreamEvent) {
+///     match event {
+///         StreamEvent::ServerMessage(json) => println!("{json}"),
+///         StreamEvent::Dropped { samples, reason } => eprintln!("lost {samples}: {reason}"),
+///         other => eprintln!("{other:?}"),
+///     }
+/// }
+/// show(StreamEvent::Warning("reconnecting".into()));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum StreamEvent {
@@ -273,6 +340,17 @@ pub enum StreamEvent {
 }
 
 /// Counters of a stream.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::stream::StreamStats;
+///
+/// let stats = StreamStats { samples_sent: 32_000, resent_samples: 320, ..Default::default() };
+/// let seconds_delivered = (stats.samples_sent - stats.resent_samples) as f64 / 16_000.0;
+/// assert!((seconds_delivered - 1.98).abs() < 1e-9);
+/// println!("{}", serde_json::to_string(&stats).unwrap());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct StreamStats {
     /// Audio messages sent (resends included).
@@ -339,9 +417,45 @@ impl Shared {
 
 /// The [`FrameSink`] end of a stream: hands frames to the network thread without ever
 /// blocking (a full queue drops the frame and counts it).
+///
+/// # Examples
+///
+/// A file, paced like a microphone, into a backend (here `clearvox serve` on this
+/// machine):
+///
+/// ```no_run
+/// use clearvox::io::WavReader;
+/// use clearvox::stream::{connect, source::run_wav, StreamConfig, Token};
+///
+/// let stream = StreamConfig::new("ws://127.0.0.1:9000/");
+/// let (mut sink, handle) = connect(&stream, Token::from_env("CLEARVOX_TOKEN"))?;
+/// let config = clearvox::Config { output_rate: Some(stream.rate()), ..Default::default() };
+/// let reader = WavReader::new(std::fs::File::open("talk.wav")?)?;
+/// run_wav(reader, &config, &mut sink, true)?; // finishes the sink at the end
+/// let stats = handle.wait()?;
+/// println!("{} reconnects, {} samples dropped", stats.reconnects, stats.dropped_samples);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct NetworkSink {
     tx: Option<Sender<Input>>,
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for NetworkSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkSink")
+            .field("open", &self.tx.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for StreamHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamHandle")
+            .field("session", &self.session)
+            .field("stats", &self.shared.snapshot())
+            .finish()
+    }
 }
 
 impl FrameSink for NetworkSink {
@@ -377,6 +491,27 @@ impl Drop for NetworkSink {
 }
 
 /// The caller's handle on a running stream.
+///
+/// # Examples
+///
+/// ```no_run
+/// use clearvox::stream::{connect, StreamConfig, StreamEvent};
+///
+/// let (sink, mut handle) = connect(&StreamConfig::new("ws://127.0.0.1:9000/"), None)?;
+/// let events = handle.take_events().unwrap();
+/// std::thread::spawn(move || {
+///     for e in events {
+///         if let StreamEvent::ServerMessage(json) = e {
+///             println!("{json}");
+///         }
+///     }
+/// });
+/// // ... hand `sink` to an engine or a file source; when it finishes:
+/// drop(sink);
+/// let stats = handle.wait()?;
+/// # let _ = stats;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct StreamHandle {
     thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,

@@ -64,6 +64,17 @@
 use serde::{Deserialize, Serialize};
 
 /// Which protocol a stream speaks.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::stream::Protocol;
+///
+/// let p: Protocol = "openai".parse()?;
+/// assert_eq!(p.default_rate(), 24_000);
+/// assert!("sip".parse::<Protocol>().is_err());
+/// # Ok::<(), String>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -108,6 +119,18 @@ pub const RESUME_HEADER: &str = "x-clearvox-resume";
 
 /// JSON text messages of the `raw` protocol's events and of the resume extension, in
 /// both directions.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::stream::protocol::Control;
+///
+/// let ack: Control = serde_json::from_str(r#"{"type":"clearvox.ack","received":4800}"#)?;
+/// assert_eq!(ack, Control::Ack { received: 4800 });
+/// let start = Control::SpeechStarted { sample: 20_800 };
+/// assert_eq!(serde_json::to_string(&start)?, r#"{"type":"speech_started","sample":20800}"#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Control {

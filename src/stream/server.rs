@@ -170,6 +170,12 @@ const MAX_OFFSET: u64 = 1 << 40;
 pub const MAX_SESSION_ID_LEN: usize = 64;
 
 /// Where a TLS receiver finds its certificate chain and private key (PEM files).
+///
+/// ```
+/// use clearvox::stream::server::TlsFiles;
+/// let tls = TlsFiles { cert: "certs/receiver.pem".into(), key: "certs/receiver.key".into() };
+/// assert_eq!(tls.cert.extension().and_then(|e| e.to_str()), Some("pem"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
     /// The certificate chain, leaf first.
@@ -179,6 +185,16 @@ pub struct TlsFiles {
 }
 
 /// What a [`Server`] listens on and writes to.
+///
+/// ```
+/// use clearvox::stream::server::ServerConfig;
+/// let config = ServerConfig {
+///     listen: "127.0.0.1:8765".parse().expect("a socket address"),
+///     out: "received".into(),
+///     tls: None, // plain ws://: for a receiver on the same machine only
+/// };
+/// assert_eq!(config.listen.port(), 8765);
+/// ```
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Address to listen on (port 0: any free port, see [`Server::local_addr`]).
@@ -190,6 +206,19 @@ pub struct ServerConfig {
 }
 
 /// Why the receiver could not start or run.
+///
+/// ```
+/// use clearvox::stream::server::{ServeError, Server, ServerConfig, TlsFiles};
+/// let dir = tempfile::tempdir().expect("a temporary folder");
+/// let error = Server::bind(ServerConfig {
+///     listen: "127.0.0.1:0".parse().expect("a socket address"),
+///     out: dir.path().join("received"),
+///     tls: Some(TlsFiles { cert: dir.path().join("missing.pem"), key: dir.path().join("missing.key") }),
+/// })
+/// .unwrap_err();
+/// assert!(matches!(error, ServeError::TlsFile { what: "certificate", .. }), "{error}");
+/// assert!(error.to_string().starts_with("TLS certificate "));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
@@ -237,6 +266,28 @@ pub enum ServeError {
 }
 
 /// What became of a stream when one of its connections ended.
+///
+/// ```
+/// use clearvox::stream::{protocol::Protocol, server::SessionReport};
+/// let report = SessionReport {
+///     id: "tutor-42".into(),
+///     protocol: Some(Protocol::Raw),
+///     rate: Some(16_000),
+///     samples: 48_000,
+///     received: 56_000,
+///     gaps: 1,
+///     lost: 8_000,
+///     reconnects: 1,
+///     finished: true,
+///     resumable: false,
+///     reason: "stop".into(),
+/// };
+/// assert_eq!(report.seconds(), 3.0);
+/// assert_eq!(
+///     report.to_string(),
+///     "session tutor-42: raw 16000 Hz, 3.00 s received, 1 gap (0.50 s lost), 1 reconnect; finished: stop"
+/// );
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionReport {
     /// The stream id (file stem).
@@ -308,6 +359,23 @@ impl fmt::Display for SessionReport {
 type Reporter = Arc<dyn Fn(&SessionReport) + Send + Sync>;
 
 /// The reference receiver, bound and ready to [`run`](Server::run).
+///
+/// ```
+/// use std::sync::{atomic::AtomicBool, Arc};
+/// use clearvox::stream::server::{Server, ServerConfig};
+/// let dir = tempfile::tempdir().expect("a temporary folder");
+/// let server = Server::bind(ServerConfig {
+///     listen: "127.0.0.1:0".parse().expect("a socket address"),
+///     out: dir.path().join("received"),
+///     tls: None,
+/// })
+/// .expect("a free port");
+/// assert!(server.local_addr().port() != 0);
+/// assert_eq!(server.url(), format!("ws://{}", server.local_addr()));
+/// // A stop flag that is already set: serve nothing, shut down cleanly.
+/// server.run_until(Arc::new(AtomicBool::new(true))).expect("a clean shutdown");
+/// assert!(dir.path().join("received").is_dir());
+/// ```
 pub struct Server {
     listener: std::net::TcpListener,
     local_addr: SocketAddr,
@@ -453,6 +521,14 @@ impl Server {
 }
 
 /// Whether `id` may name a stream: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
+///
+/// ```
+/// use clearvox::stream::server::valid_session_id;
+/// assert!(valid_session_id("tutor-42_a"));
+/// assert!(!valid_session_id("../etc/passwd"));
+/// assert!(!valid_session_id(""));
+/// assert!(!valid_session_id(&"x".repeat(65)));
+/// ```
 pub fn valid_session_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_SESSION_ID_LEN

@@ -15,6 +15,25 @@ use crate::io::WavReader;
 use crate::pipeline::{FrameSink, Framer, Pipeline};
 
 /// What a file source did.
+///
+/// # Examples
+///
+/// ```
+/// use clearvox::io::{write_wav_to, OutputFormat, WavReader};
+/// use clearvox::pipeline::EnhancedFrame;
+/// use clearvox::stream::source::run_wav;
+///
+/// // Half a second of a 440 Hz tone at 16 kHz, as a WAV in memory.
+/// let tone: Vec<f32> = (0..8_000).map(|i| 0.3 * (i as f32 * 0.1727).sin()).collect();
+/// let mut wav = Vec::new();
+/// write_wav_to(&mut wav, 16_000, 1, OutputFormat::S16, &tone)?;
+/// let mut frames = 0;
+/// let mut sink = |f: &EnhancedFrame<'_>| frames += f.samples.len();
+/// let report = run_wav(WavReader::new(&wav[..])?, &clearvox::Config::default(), &mut sink, false)?;
+/// assert_eq!(report.output_samples as usize, frames);
+/// assert_eq!(report.output_samples, report.input_frames + report.latency as u64);
+/// # Ok::<(), clearvox::Error>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SourceReport {
     /// Input frames read.

@@ -131,7 +131,9 @@ mod tests {
         assert!(check_url("ws://10.0.0.5/x", true).unwrap().insecure);
         assert!(check_url("http://example.com", false).is_err());
         assert!(check_url("example.com", false).is_err());
-        let e = check_url("http://h/x?api_key=secret", false).unwrap_err().to_string();
+        let e = check_url("http://h/x?api_key=secret", false)
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("secret"), "{e}");
     }
 
