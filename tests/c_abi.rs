@@ -62,7 +62,35 @@ fn lib_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
+/// Builds the static library the C example links against. `cargo test` builds the
+/// crate only as an rlib for the tests, so without this the example would link a
+/// stale `libclearvox.a` or none at all. Runs once per test binary.
+fn build_static_library() {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut command = Command::new(cargo);
+        command
+            .arg("build")
+            .arg("--lib")
+            .arg("--manifest-path")
+            .arg(root().join("Cargo.toml"));
+        if lib_dir().file_name().is_some_and(|name| name == "release") {
+            command.arg("--release");
+        }
+        match command.status() {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(format!("cargo build --lib failed: {status}")),
+            Err(e) => Err(format!("cannot run cargo: {e}")),
+        }
+    });
+    if let Err(message) = result {
+        panic!("{message}");
+    }
+}
+
 fn compile_c_example(dir: &Path) -> PathBuf {
+    build_static_library();
     let exe = dir.join("offline");
     let status = Command::new("cc")
         .arg("-Wall")
