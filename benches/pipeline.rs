@@ -1,4 +1,4 @@
-//! Wall-clock cost of one 10 ms frame through each stage, each resampler and each
+//! The cost of one 10 ms frame through each stage, each resampler and each
 //! preset's whole chain, and the offline throughput of a 60 s recording, on real test
 //! audio (see `benches/common`).
 //!

@@ -1,5 +1,5 @@
 //! The performance gate itself: `budget-check` passes on the committed numbers and
-//! fails, naming the row, on a synthetic violation of each kind of budget (wall-clock
+//! fails, naming the row, on a synthetic violation of each kind of budget (time
 //! ratio, instruction count, latency, memory, resampler choice). Its latency and memory
 //! measurements run for real here, so `cargo test` also gates those.
 

@@ -26,7 +26,7 @@ pub struct Entry {
     pub frames: Option<u64>,
 }
 
-/// Wall-clock budgets: ratios to a reference bench measured in the same run.
+/// Time budgets: ratios to a reference bench measured in the same run.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timing {
