@@ -53,7 +53,7 @@ struct Args {
     /// The budgets file.
     #[arg(long, default_value_os_t = manifest_dir().join("benches/budgets.toml"))]
     budgets: PathBuf,
-    /// Criterion's output folder (holds <group>/<bench>/new/estimates.json).
+    /// Criterion's output folder (holds GROUP/BENCH/new/estimates.json).
     #[arg(long, default_value_os_t = target_dir().join("criterion"))]
     criterion: PathBuf,
     /// Folder searched for gungraun's summary.json files.
