@@ -23,13 +23,16 @@
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+#[cfg(feature = "device")]
 use std::time::Duration;
 
 use crate::config::{Config, Preset};
 use crate::dsp::vad::{VadEvent, VadEventKind};
 #[cfg(feature = "device")]
 use crate::engine::{Engine, EngineConfig};
-use crate::pipeline::{EnhancedFrame, HotSwap};
+#[cfg(feature = "device")]
+use crate::pipeline::EnhancedFrame;
+use crate::pipeline::HotSwap;
 
 /// The version of this C ABI; it changes when a signature or a struct does.
 pub const CV_ABI_VERSION: u32 = 1;
@@ -99,6 +102,15 @@ fn set_error(message: impl Into<String>) {
 struct Failure(CvStatus, String);
 
 type CvResult<T = ()> = Result<T, Failure>;
+
+/// What every engine entry point returns in a build without the `device` feature.
+#[cfg(not(feature = "device"))]
+fn without_device<T>() -> CvResult<T> {
+    Err(Failure(
+        CvStatus::CV_ERR_UNSUPPORTED,
+        "built without the device feature".into(),
+    ))
+}
 
 fn invalid(what: &str) -> Failure {
     Failure(CvStatus::CV_ERR_INVALID_ARGUMENT, what.to_string())
@@ -916,10 +928,7 @@ pub unsafe extern "C" fn cv_engine_new(
         #[cfg(not(feature = "device"))]
         {
             let _ = (config, options, out);
-            Err(Failure(
-                CvStatus::CV_ERR_UNSUPPORTED,
-                "built without the device feature".into(),
-            ))
+            without_device()
         }
         #[cfg(feature = "device")]
         {
@@ -1040,10 +1049,7 @@ pub unsafe extern "C" fn cv_engine_set_frame_callback(
         #[cfg(not(feature = "device"))]
         {
             let _ = (e, callback, user);
-            Err(Failure(
-                CvStatus::CV_ERR_UNSUPPORTED,
-                "built without the device feature".into(),
-            ))
+            without_device()
         }
         #[cfg(feature = "device")]
         {
@@ -1072,10 +1078,7 @@ pub unsafe extern "C" fn cv_engine_enable_polling(e: *mut CvEngine, capacity: us
         #[cfg(not(feature = "device"))]
         {
             let _ = (e, capacity);
-            Err(Failure(
-                CvStatus::CV_ERR_UNSUPPORTED,
-                "built without the device feature".into(),
-            ))
+            without_device()
         }
         #[cfg(feature = "device")]
         {
@@ -1122,10 +1125,7 @@ pub unsafe extern "C" fn cv_engine_poll_frame(
                 info,
                 has_frame,
             );
-            Err(Failure(
-                CvStatus::CV_ERR_UNSUPPORTED,
-                "built without the device feature".into(),
-            ))
+            without_device()
         }
         #[cfg(feature = "device")]
         {
@@ -1188,10 +1188,7 @@ pub unsafe extern "C" fn cv_engine_start(e: *mut CvEngine) -> CvStatus {
         #[cfg(not(feature = "device"))]
         {
             let _ = e;
-            Err(Failure(
-                CvStatus::CV_ERR_UNSUPPORTED,
-                "built without the device feature".into(),
-            ))
+            without_device()
         }
         #[cfg(feature = "device")]
         {
@@ -1218,10 +1215,7 @@ pub unsafe extern "C" fn cv_engine_stop(e: *mut CvEngine) -> CvStatus {
         #[cfg(not(feature = "device"))]
         {
             let _ = e;
-            Err(Failure(
-                CvStatus::CV_ERR_UNSUPPORTED,
-                "built without the device feature".into(),
-            ))
+            without_device()
         }
         #[cfg(feature = "device")]
         {
@@ -1250,10 +1244,7 @@ pub unsafe extern "C" fn cv_engine_stats(
         #[cfg(not(feature = "device"))]
         {
             let _ = (e, stats);
-            Err(Failure(
-                CvStatus::CV_ERR_UNSUPPORTED,
-                "built without the device feature".into(),
-            ))
+            without_device()
         }
         #[cfg(feature = "device")]
         {
