@@ -62,35 +62,52 @@ fn lib_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
-/// Builds the static library the C example links against. `cargo test` builds the
-/// crate only as an rlib for the tests, so without this the example would link a
-/// stale `libclearvox.a` or none at all. Runs once per test binary.
-fn build_static_library() {
-    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+/// Builds the static library the C example links against and returns its path.
+///
+/// `cargo test` builds the crate only as an rlib, so the test builds the static library
+/// itself, as an app that only enhances buffers would: the C ABI without devices or
+/// streaming. It goes to a target folder of its own, because a second build of the
+/// dependencies with other features in the tests' folder would leave two versions of
+/// them side by side there, and the doctests would then not know which one to use.
+/// Runs once per test binary.
+fn static_library() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     let result = BUILT.get_or_init(|| {
+        let target = lib_dir().parent().unwrap().join("c-example");
+        let release = lib_dir().file_name().is_some_and(|name| name == "release");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = Command::new(cargo);
         command
-            .arg("build")
-            .arg("--lib")
+            .args([
+                "build",
+                "--lib",
+                "--no-default-features",
+                "--features",
+                "capi",
+            ])
             .arg("--manifest-path")
-            .arg(root().join("Cargo.toml"));
-        if lib_dir().file_name().is_some_and(|name| name == "release") {
+            .arg(root().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target);
+        if release {
             command.arg("--release");
         }
         match command.status() {
-            Ok(status) if status.success() => Ok(()),
-            Ok(status) => Err(format!("cargo build --lib failed: {status}")),
+            Ok(status) if status.success() => Ok(target
+                .join(if release { "release" } else { "debug" })
+                .join("libclearvox.a")),
+            Ok(status) => Err(format!("building the static library failed: {status}")),
             Err(e) => Err(format!("cannot run cargo: {e}")),
         }
     });
-    if let Err(message) = result {
-        panic!("{message}");
+    match result {
+        Ok(path) => path.clone(),
+        Err(message) => panic!("{message}"),
     }
 }
 
 fn compile_c_example(dir: &Path) -> PathBuf {
-    build_static_library();
+    let library = static_library();
     let exe = dir.join("offline");
     let status = Command::new("cc")
         .arg("-Wall")
@@ -98,16 +115,8 @@ fn compile_c_example(dir: &Path) -> PathBuf {
         .arg("-g")
         .arg(format!("-I{}", root().join("include").display()))
         .arg(root().join("examples/c/offline.c"))
-        .arg(lib_dir().join("libclearvox.a"))
-        .args([
-            "-lasound",
-            "-lgcc_s",
-            "-lutil",
-            "-lrt",
-            "-lpthread",
-            "-lm",
-            "-ldl",
-        ])
+        .arg(library)
+        .args(["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl"])
         .arg("-o")
         .arg(&exe)
         .status()
