@@ -1469,21 +1469,26 @@ impl Connection {
         self.pos.unwrap_or(s.received)
     }
 
+    /// The stream offset an OpenAI buffer event (`kind`) applies at, or `None` when the
+    /// same event at the same offset was handled before: a resend after a reconnect.
+    fn buffer_event_at(&mut self, s: &mut Session, kind: &str) -> std::io::Result<Option<u64>> {
+        if self.protocol.is_none() {
+            self.detect(s, Protocol::Openai, None, false)?;
+        }
+        let at = self.here(s);
+        let first_time = s.seen.insert((kind.to_string(), at));
+        Ok((first_time || !self.resume).then_some(at))
+    }
+
     fn on_commit(
         &mut self,
         s: &mut Session,
         value: Value,
         out: &mut Vec<Message>,
     ) -> std::io::Result<()> {
-        if self.protocol.is_none() {
-            self.detect(s, Protocol::Openai, None, false)?;
-        }
-        let at = self.here(s);
-        let key = ("input_audio_buffer.commit".to_string(), at);
-        if self.resume && s.seen.contains(&key) {
-            return Ok(()); // a resend
-        }
-        s.seen.insert(key);
+        let Some(at) = self.buffer_event_at(s, "input_audio_buffer.commit")? else {
+            return Ok(());
+        };
         let rate = u64::from(s.rate.unwrap_or(OPENAI_RATE));
         let buffered = at.saturating_sub(s.commit_mark);
         let mut line = value.clone();
@@ -1522,15 +1527,9 @@ impl Connection {
         value: Value,
         out: &mut Vec<Message>,
     ) -> std::io::Result<()> {
-        if self.protocol.is_none() {
-            self.detect(s, Protocol::Openai, None, false)?;
-        }
-        let at = self.here(s);
-        let key = ("input_audio_buffer.clear".to_string(), at);
-        if self.resume && s.seen.contains(&key) {
+        let Some(at) = self.buffer_event_at(s, "input_audio_buffer.clear")? else {
             return Ok(());
-        }
-        s.seen.insert(key);
+        };
         let mut line = value;
         without_audio(&mut line);
         line["sample"] = json!(at);
