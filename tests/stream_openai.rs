@@ -410,6 +410,11 @@ async fn serve(tcp: tokio::net::TcpStream, record: Record, cut_after: Option<usi
             "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 200}}}}}),
     )];
     loop {
+        if !out.is_empty() {
+            // A real backend answers after a network round trip: the answer to the last
+            // commit then arrives after the client has begun to close.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
         for e in out.drain(..) {
             record.lock().unwrap()[index].sent.push(e.clone());
             if ws.send(Message::text(e.to_string())).await.is_err() {

@@ -537,9 +537,15 @@ impl Client {
                 let delivered = !acknowledged || self.buffer.held() == 0;
                 if (self.buffer.all_sent() && delivered) || Instant::now() >= deadline {
                     let _ = ws.close(None).await;
-                    // Let the close handshake finish (briefly).
+                    // Let the close handshake finish (briefly). What the receiver sent
+                    // before it saw our close still reaches the caller: the answer to
+                    // the last commit most often arrives here.
                     let _ = timeout(Duration::from_millis(500), async {
-                        while let Some(Ok(_)) = ws.next().await {}
+                        while let Some(Ok(msg)) = ws.next().await {
+                            if let Message::Text(t) = msg {
+                                self.on_text(t.as_str());
+                            }
+                        }
                     })
                     .await;
                     return Outcome::Finished;
