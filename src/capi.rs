@@ -103,6 +103,18 @@ struct Failure(CvStatus, String);
 
 type CvResult<T = ()> = Result<T, Failure>;
 
+/// An engine error as a status: starting a running engine or stopping a stopped one is
+/// a state error, anything else a device error.
+#[cfg(feature = "device")]
+fn engine_failure(err: crate::engine::EngineError) -> Failure {
+    use crate::engine::EngineError;
+    let status = match err {
+        EngineError::AlreadyRunning | EngineError::NotRunning => CvStatus::CV_ERR_STATE,
+        _ => CvStatus::CV_ERR_DEVICE,
+    };
+    Failure(status, err.to_string())
+}
+
 /// What every engine entry point returns in a build without the `device` feature.
 #[cfg(not(feature = "device"))]
 fn without_device<T>() -> CvResult<T> {
@@ -1194,12 +1206,7 @@ pub unsafe extern "C" fn cv_engine_start(e: *mut CvEngine) -> CvStatus {
         {
             // SAFETY: the caller's contract.
             let e = unsafe { handle(e, "engine") }?;
-            e.engine.start().map_err(|err| match err {
-                crate::engine::EngineError::AlreadyRunning => {
-                    Failure(CvStatus::CV_ERR_STATE, err.to_string())
-                }
-                other => Failure(CvStatus::CV_ERR_DEVICE, other.to_string()),
-            })
+            e.engine.start().map_err(engine_failure)
         }
     })
 }
@@ -1221,12 +1228,7 @@ pub unsafe extern "C" fn cv_engine_stop(e: *mut CvEngine) -> CvStatus {
         {
             // SAFETY: the caller's contract.
             let e = unsafe { handle(e, "engine") }?;
-            e.engine.stop().map(|_| ()).map_err(|err| match err {
-                crate::engine::EngineError::NotRunning => {
-                    Failure(CvStatus::CV_ERR_STATE, err.to_string())
-                }
-                other => Failure(CvStatus::CV_ERR_DEVICE, other.to_string()),
-            })
+            e.engine.stop().map(|_| ()).map_err(engine_failure)
         }
     })
 }
