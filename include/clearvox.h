@@ -101,7 +101,8 @@ typedef struct CvEngineStats {
   uint64_t frames_processed;
   // Input callbacks that found the capture ring full.
   uint64_t overruns;
-  // Monitor callbacks that played silence for want of audio.
+  // Monitor callbacks that played silence for want of audio while the signal went on
+  // (the silence after its end, until stop, is not counted).
   uint64_t underruns;
   // Frames dropped because the polling queue was full.
   uint64_t frames_dropped;

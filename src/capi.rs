@@ -853,7 +853,8 @@ pub struct CvEngineStats {
     pub frames_processed: u64,
     /// Input callbacks that found the capture ring full.
     pub overruns: u64,
-    /// Monitor callbacks that played silence for want of audio.
+    /// Monitor callbacks that played silence for want of audio while the signal went on
+    /// (the silence after its end, until stop, is not counted).
     pub underruns: u64,
     /// Frames dropped because the polling queue was full.
     pub frames_dropped: u64,

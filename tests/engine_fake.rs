@@ -2,10 +2,16 @@
 //! odd callback sizes give the offline result exactly, device faults end the session
 //! cleanly, capture happens only between start and stop, the callbacks never touch the
 //! heap, a ring too small overruns without blocking, and the monitor plays what was
-//! enhanced.
+//! enhanced, without an underrun while the signal goes on.
+//!
+//! Every test runs its engine in a [`RealTimeSlot`] (one paced test at a time on the
+//! machine); the monitor's promise (no underrun once primed) is tested at the pace of
+//! real time, the one it is made for, since a device paced faster shrinks the cushion's
+//! wall-clock margin by as much.
 
 mod common;
 mod fake_device;
+mod realtime_slot;
 
 use std::time::{Duration, Instant};
 
@@ -15,11 +21,19 @@ use clearvox::{Config, Pipeline};
 use common::{load, mono, testdata};
 use cpal::SampleFormat;
 use fake_device::*;
+use realtime_slot::RealTimeSlot;
 
 #[global_allocator]
 static ALLOC: CountingAllocator = CountingAllocator;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first `seconds` of [`voice_48k_i16`] (for the tests paced in real time).
+fn voice_seconds(seconds: f64) -> Vec<i16> {
+    let mut v = voice_48k_i16();
+    v.truncate((seconds * 48_000.0) as usize);
+    v
+}
 
 /// The 48 kHz test voice as i16 (the format the fake device streams bit for bit).
 fn voice_48k_i16() -> Vec<i16> {
@@ -110,6 +124,7 @@ fn run_script(
 
 #[test]
 fn odd_callback_sizes_give_the_offline_result_exactly() {
+    let _slot = RealTimeSlot::acquire();
     let voice = voice_48k_i16();
     let expected = offline(&Config::default(), &voice, 48_000, 1);
     for pattern in [&[1][..], &[333], &[4096], &[480, 1, 7, 4096]] {
@@ -133,6 +148,7 @@ fn odd_callback_sizes_give_the_offline_result_exactly() {
 
 #[test]
 fn stereo_44k1_with_odd_callbacks_equals_offline() {
+    let _slot = RealTimeSlot::acquire();
     let (x, rate, ch) = load(&testdata("noisy/gb_female__traffic__snr10__44k1_s24.wav"));
     assert_eq!((rate, ch), (44_100, 2));
     let samples: Vec<i16> = x
@@ -146,6 +162,7 @@ fn stereo_44k1_with_odd_callbacks_equals_offline() {
 
 #[test]
 fn the_recording_is_the_output_stream_and_a_valid_wav() {
+    let _slot = RealTimeSlot::acquire();
     let voice = voice_48k_i16();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rec.wav");
@@ -177,6 +194,7 @@ fn the_recording_is_the_output_stream_and_a_valid_wav() {
 
 #[test]
 fn a_device_lost_mid_stream_ends_cleanly_with_a_valid_recording() {
+    let _slot = RealTimeSlot::acquire();
     let voice = voice_48k_i16();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rec.wav");
@@ -226,6 +244,7 @@ fn a_device_lost_mid_stream_ends_cleanly_with_a_valid_recording() {
 
 #[test]
 fn missing_busy_and_unsupported_devices_are_clear_errors() {
+    let _slot = RealTimeSlot::acquire();
     let script = || InputScript::new(1, vec![0i16; 4_800]);
     // No default input.
     let (host, _) = FakeHost::build(
@@ -281,6 +300,7 @@ fn missing_busy_and_unsupported_devices_are_clear_errors() {
 
 #[test]
 fn capture_runs_only_between_start_and_stop() {
+    let _slot = RealTimeSlot::acquire();
     let voice = voice_48k_i16();
     let script = InputScript::new(1, voice)
         .pacing(Pacing::Paced(1.0))
@@ -309,6 +329,7 @@ fn capture_runs_only_between_start_and_stop() {
 
 #[test]
 fn callbacks_never_touch_the_heap() {
+    let _slot = RealTimeSlot::acquire();
     assert!(counting_allocator_is_live());
     let voice = voice_48k_i16();
     let script = InputScript::new(1, voice.clone())
@@ -350,6 +371,7 @@ fn callbacks_never_touch_the_heap() {
 
 #[test]
 fn a_ring_too_small_overruns_without_blocking() {
+    let _slot = RealTimeSlot::acquire();
     // Ten seconds delivered as fast as memory allows into the smallest ring: the
     // callback may not wait for the processing thread, so it drops and counts.
     let voice = voice_48k_i16();
@@ -384,22 +406,15 @@ fn a_ring_too_small_overruns_without_blocking() {
 
 #[test]
 fn the_monitor_plays_the_enhanced_signal() {
-    let voice = voice_48k_i16();
+    let _slot = RealTimeSlot::acquire();
+    let voice = voice_seconds(2.0);
     let script = InputScript::new(1, voice.clone())
         .callback_frames(&[480])
-        .pacing(Pacing::Paced(4.0));
+        .pacing(Pacing::Paced(1.0));
     let (host, probe) = FakeHost::build(
-        FakeSetup::new().input(mic(script, 48_000, 1)).output(
-            FakeOutput::new(
-                "speaker",
-                OutputScript::new()
-                    .callback_frames(&[480])
-                    .pacing(Pacing::Paced(4.0)),
-            )
-            .default_device()
-            .supports(&[SampleFormat::F32], &[2], &[48_000])
-            .default_config(SampleFormat::F32, 2, 48_000),
-        ),
+        FakeSetup::new()
+            .input(mic(script, 48_000, 1))
+            .output(speaker(1.0)),
     );
     let config = EngineConfig {
         output: Some(Default::default()),
@@ -434,6 +449,7 @@ fn the_monitor_plays_the_enhanced_signal() {
 
 #[test]
 fn errors_a_stream_goes_on_from_are_counted_not_fatal() {
+    let _slot = RealTimeSlot::acquire();
     let voice = voice_48k_i16();
     let script = InputScript::new(1, voice.clone())
         .pacing(Pacing::Paced(8.0))
@@ -459,6 +475,7 @@ fn errors_a_stream_goes_on_from_are_counted_not_fatal() {
 
 #[test]
 fn losing_the_monitor_stops_monitoring_but_not_capture() {
+    let _slot = RealTimeSlot::acquire();
     let voice = voice_48k_i16();
     let script = InputScript::new(1, voice.clone()).pacing(Pacing::Paced(8.0));
     let (host, _probe) = FakeHost::build(
@@ -499,4 +516,91 @@ fn losing_the_monitor_stops_monitoring_but_not_capture() {
         .flat_map(|f| f.samples)
         .collect();
     assert_eq!(got, offline(&Config::default(), &voice, 48_000, 1));
+}
+
+/// The monitor's device, paced `speed` times faster than real time.
+fn speaker(speed: f64) -> FakeOutput {
+    FakeOutput::new(
+        "speaker",
+        OutputScript::new()
+            .callback_frames(&[480])
+            .pacing(Pacing::Paced(speed)),
+    )
+    .default_device()
+    .supports(&[SampleFormat::F32], &[2], &[48_000])
+    .default_config(SampleFormat::F32, 2, 48_000)
+}
+
+/// Once capture has ended (here: the duration was reached), the monitor plays the
+/// signal to its last sample, then silence until the engine is stopped, and that
+/// silence is no underrun: however long the caller takes to call `stop` (the CLI looks
+/// every 100 ms, longer on a loaded machine), the engine's promise of no underrun holds.
+#[test]
+fn silence_after_the_end_of_the_signal_is_not_an_underrun() {
+    let _slot = RealTimeSlot::acquire();
+    let voice = voice_seconds(2.0);
+    let script = InputScript::new(1, voice.clone())
+        .callback_frames(&[480])
+        .pacing(Pacing::Paced(1.0));
+    let (host, probe) = FakeHost::build(
+        FakeSetup::new()
+            .input(mic(script, 48_000, 1))
+            .output(speaker(1.0)),
+    );
+    let config = EngineConfig {
+        output: Some(Default::default()),
+        duration: Some(exactly(voice.len(), 48_000)),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::with_host(host, config).unwrap();
+    let rx = engine.frame_channel(10_000);
+    engine.start().unwrap();
+    wait_finished(&engine);
+    // A slow caller: the monitor runs dry long before `stop`.
+    let played_before = probe.output_stats().frames;
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        probe.output_stats().frames > played_before + 9_600,
+        "the output kept running after the end of the signal"
+    );
+    let report = engine.stop().unwrap();
+    assert_eq!(report.stats.underruns, 0, "{:?}", report.stats);
+    // Every enhanced sample, the flushed tail included, was played.
+    let enhanced: Vec<f32> = rx
+        .iter_timeout(Duration::from_millis(50))
+        .flat_map(|f| f.samples)
+        .collect();
+    let left: Vec<f32> = probe.played().chunks_exact(2).map(|f| f[0]).collect();
+    let start = left.iter().position(|v| *v != 0.0).unwrap();
+    let lead = enhanced.iter().position(|v| *v != 0.0).unwrap();
+    let n = enhanced.len() - lead;
+    assert!(left.len() >= start + n, "the tail was not played");
+    assert_eq!(&left[start..start + n], &enhanced[lead..]);
+}
+
+/// The converse: while the signal goes on, an output that takes audio faster than
+/// capture delivers it runs dry, and every such callback is counted.
+#[test]
+fn a_monitor_starved_while_the_signal_goes_on_counts_underruns() {
+    let _slot = RealTimeSlot::acquire();
+    let voice = voice_48k_i16();
+    let script = InputScript::new(1, voice.clone())
+        .callback_frames(&[480])
+        .pacing(Pacing::Paced(4.0));
+    let (host, _probe) = FakeHost::build(
+        FakeSetup::new()
+            .input(mic(script, 48_000, 1))
+            .output(speaker(8.0)),
+    );
+    let config = EngineConfig {
+        output: Some(Default::default()),
+        duration: Some(exactly(voice.len(), 48_000)),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::with_host(host, config).unwrap();
+    engine.start().unwrap();
+    wait_finished(&engine);
+    let report = engine.stop().unwrap();
+    // Twice the pace: about every other output callback finds the ring short.
+    assert!(report.stats.underruns > 50, "{:?}", report.stats);
 }

@@ -5,9 +5,13 @@
 //! once the ring holds a cushion (set by the engine once both streams exist: one input
 //! callback's worth of audio plus two output callbacks), so the start is not a string
 //! of underruns: the enhanced signal arrives in bursts of the input's callback size.
+//! Once the processing thread has put the signal's last sample in the ring (capture
+//! ended: the duration was reached, the engine is stopping, the input failed), the ring
+//! running dry is the end of the signal, not an underrun: the output plays silence until
+//! the engine stops it, without counting.
 //! Like the input callback it never allocates, locks, blocks or logs.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::Arc;
 
 use ringbuf::traits::{Consumer, Observer};
@@ -58,6 +62,9 @@ impl Monitor {
             }
             self.primed = true;
         }
+        // Read before the ring: if the signal had ended by then, every sample of it was
+        // pushed before this callback's pops, and a shortfall is the end, not a gap.
+        let ended = self.shared.monitor_ended.load(Acquire);
         let mut short = false;
         for block in out.chunks_mut(SCRATCH * self.channels) {
             let frames = block.len() / self.channels;
@@ -73,7 +80,7 @@ impl Monitor {
                 f.fill(S::from_f32(*v));
             }
         }
-        if short {
+        if short && !ended {
             self.shared.underruns.fetch_add(1, Relaxed);
         }
     }

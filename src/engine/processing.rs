@@ -168,6 +168,9 @@ impl Processing {
         let mut tail = Vec::new();
         self.pipeline.flush(&mut tail)?;
         self.deliver(&tail)?;
+        // Everything the monitor will get is in its ring: from here on, a dry ring is the
+        // end of the signal (see `Monitor::on_data`).
+        self.shared.monitor_ended.store(true, Release);
         let mut counting = Counting {
             inner: self.sink.as_deref_mut(),
             frames: &self.shared.frames_processed,

@@ -94,6 +94,11 @@ pub(crate) struct Shared {
     pub(crate) monitor_cushion: AtomicU64,
     /// Set when the monitor output failed for good.
     pub(crate) monitor_lost: AtomicBool,
+    /// Set by the processing thread once the last enhanced sample (the pipeline's
+    /// flushed tail) is in the monitor ring: when the ring runs dry after that, the
+    /// signal has ended, and the silence the output plays until the engine stops is not
+    /// an underrun.
+    pub(crate) monitor_ended: AtomicBool,
     /// Errors a stream reported and went on from (xruns, backend hiccups).
     pub(crate) stream_errors: AtomicU64,
     /// What the error callback said (set once; the error callback is not the data
@@ -121,6 +126,7 @@ impl Shared {
             processing: TimeHistogram::new(),
             device_error: AtomicU32::new(0),
             monitor_lost: AtomicBool::new(false),
+            monitor_ended: AtomicBool::new(false),
             monitor_cushion: AtomicU64::new(0),
             stream_errors: AtomicU64::new(0),
             device_error_message: std::sync::OnceLock::new(),
@@ -172,7 +178,9 @@ pub struct EngineStats {
     pub overruns: u64,
     /// Input frames dropped by overruns.
     pub overrun_frames: u64,
-    /// Monitor callbacks that found too little audio and played silence.
+    /// Monitor callbacks that found too little audio and played silence, once playback
+    /// had started and before the enhanced signal ended (the silence after the last
+    /// sample, while the engine stops, is not counted).
     pub underruns: u64,
     /// Monitor samples dropped because the monitor ring was full.
     pub monitor_dropped: u64,
