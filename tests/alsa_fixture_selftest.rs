@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use alsa_fixture::{note, process_running, AlsaFixture, CpuBurner, Pacing, RawAudio};
+use alsa_fixture::{note, process_running, AlsaFixture, CpuBurner, Pacing, RawAudio, RealTimeSlot};
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{BufferSize, SampleFormat, SizedSample, StreamConfig};
 
@@ -144,7 +144,8 @@ struct Played<T> {
     callbacks: Vec<(usize, Duration)>,
     /// From `play()` to the callback that took the source's last sample.
     wall: Duration,
-    errors: Vec<String>,
+    /// What the error callback got, and when (since `play()`).
+    errors: Vec<(Duration, String)>,
     buffer_size: Option<u32>,
 }
 
@@ -173,6 +174,7 @@ fn play<T: SizedSample + Send + 'static>(config: StreamConfig, source: Vec<T>) -
     let channels = config.channels as usize;
     let stream = {
         let (state, errors, start) = (state.clone(), errors.clone(), start.clone());
+        let error_clock = start.clone();
         device
             .build_output_stream::<T, _, _>(
                 config,
@@ -191,7 +193,10 @@ fn play<T: SizedSample + Send + 'static>(config: StreamConfig, source: Vec<T>) -
                         }
                     }
                 },
-                move |e| errors.lock().unwrap().push(e.to_string()),
+                move |e| {
+                    let t = error_clock.lock().unwrap().elapsed();
+                    errors.lock().unwrap().push((t, e.to_string()));
+                },
                 None,
             )
             .unwrap_or_else(|e| panic!("opening an output stream with {config:?}: {e}"))
@@ -410,20 +415,24 @@ fn paced_playback_while_capturing() {
     let c = capturing.join().expect("the capture thread");
     assert_eq!(first_difference(&c.samples, &audio.to_s16()), None);
     // The pulse plugin may report a burst of EIO errors as the stream starts (see the
-    // fixture's documentation); nothing else.
-    let other: Vec<&String> = p
+    // fixture's documentation); nothing else, at any time. Each error carries its time
+    // since `play()` and the callbacks around it, so a failure says whether it came at
+    // the start or in the middle of the stream.
+    let other: Vec<&(Duration, String)> = p
         .errors
         .iter()
-        .filter(|e| !alsa_fixture::is_pulse_startup_error(e))
+        .filter(|(_, e)| !alsa_fixture::is_pulse_startup_error(e))
         .collect();
     assert!(
         other.is_empty(),
-        "playback errors: {:?}",
-        &other[..other.len().min(3)]
+        "playback errors (time since play, message): {:?}; first callbacks {}",
+        &other[..other.len().min(3)],
+        first_callbacks(&p.callbacks, 8)
     );
     note(&format!(
-        "paced playback: {} startup errors",
-        p.errors.len()
+        "paced playback: {} startup errors, the last {:?} after play",
+        p.errors.len(),
+        p.errors.last().map(|e| e.0)
     ));
     assert_eq!(p.buffer_size, Some(320));
     assert!(p.callbacks.iter().all(|c| c.0 == 320));
@@ -513,13 +522,14 @@ fn fixtures_one_after_another_in_one_process() {
 /// environment: each child gets its own file exactly, the paced ones in real time.
 #[test]
 fn concurrent_fixtures_in_child_processes() {
+    let slot = RealTimeSlot::acquire();
     let fixtures: Vec<(AlsaFixture, RawAudio)> = (0..3u32)
         .map(|i| {
             let audio = RawAudio::s16(&ramp_s16(24_000, 5000 * i + 17), 1);
             let fx = if i < 2 {
-                AlsaFixture::paced(&audio)
+                AlsaFixture::paced_in(&slot, &audio)
             } else {
-                AlsaFixture::unpaced(&audio)
+                AlsaFixture::unpaced_in(&slot, &audio)
             };
             (fx, audio)
         })
@@ -719,7 +729,11 @@ fn cpu_burner_runs_until_stopped() {
 #[ignore = "a report: run with --ignored --nocapture"]
 fn report() {
     let audio = RawAudio::s16(&ramp_s16(48_000 * 2, 0), 1);
-    for fx in [AlsaFixture::paced(&audio), AlsaFixture::unpaced(&audio)] {
+    let slot = RealTimeSlot::acquire();
+    for fx in [
+        AlsaFixture::paced_in(&slot, &audio),
+        AlsaFixture::unpaced_in(&slot, &audio),
+    ] {
         note(&format!(
             "=== {:?}; daemon startup {:?}",
             fx.pacing(),

@@ -5,8 +5,9 @@
 //! busy, without overruns; the monitor plays the enhanced signal into the device; and a
 //! ring too small for an unpaced device overruns, says so, and ends cleanly.
 //!
-//! Each test runs the binary as a child process with its own fixture, so they run in
-//! parallel without sharing ALSA's process-wide configuration.
+//! Each test runs the binary as a child process with its own fixture (no test shares
+//! ALSA's process-wide configuration), and each fixture holds the machine's real-time
+//! slot, so the paced runs happen one at a time at the load each states.
 
 mod alsa_fixture;
 mod common;
@@ -116,7 +117,7 @@ fn check_live_equals_offline(stereo: bool, extra: &[&str], burner: bool) -> Valu
     let (samples, rate, channels) = voice(stereo);
     let dir = tempfile::tempdir().unwrap();
     let fx = AlsaFixture::paced(&RawAudio::s16(&samples, channels).at_rate(rate));
-    let _burner = burner.then(|| CpuBurner::start(1));
+    let _burner = burner.then(|| CpuBurner::start_in(fx.slot(), 1));
     let run = live(&fx, dir.path(), extra);
     drop(_burner);
     let off = offline(dir.path(), &samples, rate, channels);
@@ -193,7 +194,13 @@ fn the_monitor_plays_the_enhanced_signal_into_the_device() {
     let monitor = &run.summary["stream"];
     assert_eq!(monitor["monitor_rate"], 48_000, "{monitor}");
     let stats = &run.summary["stats"];
+    // The engine's promise: once primed, the monitor never runs dry while the signal
+    // goes on (the silence after its end, until the CLI stops, is not counted).
     assert_eq!(stats["underruns"], 0, "{stats}");
+    eprintln!(
+        "monitor: {} underruns, {} stream errors, frame time max {} µs",
+        stats["underruns"], stats["stream_errors"], stats["frame_time_max_us"]
+    );
     // The device's default output configuration: stereo f32.
     let played: Vec<f32> = alsa_fixture::f32_from_le(&fx.playback_bytes());
     assert!(

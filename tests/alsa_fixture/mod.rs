@@ -160,6 +160,17 @@
 //!   that moment. Drop every stream before the guard: an open stream keeps using the
 //!   previous fixture's files and daemon.
 //!
+//! # One real-time test at a time
+//!
+//! Every fixture holds a [`RealTimeSlot`]: an exclusive `flock(2)` on a lock file in
+//! the temporary directory, so fixtures of parallel test threads,
+//! of test binaries run at once and of other checkouts on the machine wait for each
+//! other. A paced test states its load (idle, or one core busy with a [`CpuBurner`] in
+//! its slot) and then asserts the engine's promises exactly; without the slot, cargo's
+//! test threads ran up to six paced engines, daemons and an unpaced fixture running flat
+//! out on two cores at once, and a test failed for its neighbours' sake. Several
+//! fixtures at once, on purpose, share one slot ([`AlsaFixture::paced_in`]).
+//!
 //! # The daemon's lifetime
 //!
 //! The daemon starts in 15 to 50 ms (spawn to accepting connections) and stops in about
@@ -194,6 +205,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+// The slot is shared with the tests of the scripted device (`tests/engine_fake.rs`).
+#[path = "../realtime_slot/mod.rs"]
+mod realtime_slot;
+pub use realtime_slot::RealTimeSlot;
 
 /// How long the daemon may take to accept connections before [`AlsaFixture::paced`] gives
 /// up (it takes 15 to 50 ms on the build machine). The environment variable
@@ -396,14 +412,23 @@ pub struct AlsaFixture {
     dir: tempfile::TempDir,
     pacing: Pacing,
     capture: RawAudio,
+    // Declared last: the machine is handed on only once the daemon has stopped.
+    slot: Arc<RealTimeSlot>,
 }
 
 impl AlsaFixture {
-    /// A fixture paced in real time by a PulseAudio daemon of its own.
+    /// A fixture paced in real time by a PulseAudio daemon of its own, in a
+    /// [`RealTimeSlot`] of its own (so it waits while another test's fixture lives).
     ///
     /// Panics, with the daemon's log, if `pulseaudio` or the ALSA pulse plugin is not
     /// installed or the daemon does not accept connections within [`START_TIMEOUT`].
     pub fn paced(capture: &RawAudio) -> Self {
+        Self::paced_in(&RealTimeSlot::acquire(), capture)
+    }
+
+    /// A paced fixture in a slot the test already holds: for tests that run several
+    /// fixtures at once on purpose.
+    pub fn paced_in(slot: &Arc<RealTimeSlot>, capture: &RawAudio) -> Self {
         let dir = new_dir();
         let daemon = PulseDaemon::start(dir.path());
         let fx = AlsaFixture {
@@ -411,18 +436,27 @@ impl AlsaFixture {
             dir,
             pacing: Pacing::RealTime,
             capture: capture.clone(),
+            slot: Arc::clone(slot),
         };
         fx.write_files();
         fx
     }
 
-    /// A fixture without a daemon whose device runs as fast as it is read.
+    /// A fixture without a daemon whose device runs as fast as it is read, in a
+    /// [`RealTimeSlot`] of its own: it keeps a core busy, which would be load that a
+    /// paced test running beside it did not ask for.
     pub fn unpaced(capture: &RawAudio) -> Self {
+        Self::unpaced_in(&RealTimeSlot::acquire(), capture)
+    }
+
+    /// An unpaced fixture in a slot the test already holds.
+    pub fn unpaced_in(slot: &Arc<RealTimeSlot>, capture: &RawAudio) -> Self {
         let fx = AlsaFixture {
             daemon: None,
             dir: new_dir(),
             pacing: Pacing::Unpaced,
             capture: capture.clone(),
+            slot: Arc::clone(slot),
         };
         fx.write_files();
         fx
@@ -459,6 +493,12 @@ impl AlsaFixture {
             self.pacing,
         ));
         write_file(&self.config_path(), conf.as_bytes());
+    }
+
+    /// The real-time slot the fixture holds (for a [`CpuBurner`] that loads the machine
+    /// during this fixture's test).
+    pub fn slot(&self) -> &Arc<RealTimeSlot> {
+        &self.slot
     }
 
     /// The fixture's folder.
@@ -912,11 +952,19 @@ pub fn process_running(pid: u32) -> bool {
 pub struct CpuBurner {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<u64>>,
+    _slot: Arc<RealTimeSlot>,
 }
 
 impl CpuBurner {
-    /// Starts `threads` busy threads.
+    /// Starts `threads` busy threads in a [`RealTimeSlot`] of their own (the load they
+    /// make is no other test's business).
     pub fn start(threads: usize) -> Self {
+        Self::start_in(&RealTimeSlot::acquire(), threads)
+    }
+
+    /// Starts `threads` busy threads in a slot the test already holds (the load a paced
+    /// test states: [`AlsaFixture::slot`]).
+    pub fn start_in(slot: &Arc<RealTimeSlot>, threads: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = (0..threads)
             .map(|i| {
@@ -940,7 +988,11 @@ impl CpuBurner {
                     .unwrap_or_else(|e| panic!("starting a CPU burner thread: {e}"))
             })
             .collect();
-        CpuBurner { stop, threads }
+        CpuBurner {
+            stop,
+            threads,
+            _slot: Arc::clone(slot),
+        }
     }
 
     /// Stops the threads; returns how many rounds of 10 000 xorshift steps each did.
