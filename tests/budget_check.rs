@@ -1,6 +1,7 @@
 //! The performance gate itself: `budget-check` passes on the committed numbers and
-//! fails, naming the row, on a synthetic violation of each kind of budget (time
-//! ratio, instruction count, latency, memory, resampler choice). Its latency and memory
+//! fails, naming the row, on a synthetic violation of each kind of budget (a time
+//! ratio over budget in every run, instruction count, cost goal, latency, memory,
+//! resampler choice), and passes on time ratios over budget in some runs only. Its latency and memory
 //! measurements run for real here, so `cargo test` also gates those.
 
 use std::collections::BTreeMap;
@@ -46,31 +47,46 @@ impl Fixture {
         tweak_counts: impl FnOnce(&mut BTreeMap<String, u64>),
     ) -> Self {
         let dir = TempDir::new().unwrap();
-        let budgets = committed_budgets();
-        let timing = budgets["timing"].as_table().unwrap();
-        let mut ratios: BTreeMap<String, (f64, u64)> = timing["ratio"]
-            .as_table()
-            .unwrap()
-            .iter()
-            .map(|(name, e)| {
-                let measured = e["measured"].as_float().unwrap();
-                let frames = e.get("frames").map_or(1, |f| f.as_integer().unwrap()) as u64;
-                (name.clone(), (measured, frames))
-            })
-            .collect();
-        tweak_ratios(&mut ratios);
-        let reference = timing["reference"].as_str().unwrap();
-        write_estimate(&dir.path().join("criterion"), reference, REFERENCE_NS);
-        for (name, (ratio, frames)) in &ratios {
-            let ns = ratio * REFERENCE_NS * *frames as f64;
-            write_estimate(&dir.path().join("criterion"), name, ns);
-        }
+        let f = Self { dir };
+        f.write_run("criterion", tweak_ratios);
         let mut counts = committed_baseline();
         tweak_counts(&mut counts);
         for (name, ir) in &counts {
-            write_summary(&dir.path().join("gungraun"), name, *ir);
+            write_summary(&f.dir.path().join("gungraun"), name, *ir);
         }
-        Self { dir }
+        f
+    }
+
+    /// Writes one criterion run into the folder `name`: the committed ratios (the first
+    /// machine's), changed by `tweak`. Returns the folder.
+    fn write_run(
+        &self,
+        name: &str,
+        tweak: impl FnOnce(&mut BTreeMap<String, (f64, u64)>),
+    ) -> PathBuf {
+        let budgets = committed_budgets();
+        let timing = budgets["timing"].as_table().unwrap();
+        let mut ratios = committed_ratios();
+        tweak(&mut ratios);
+        let out = self.dir.path().join(name);
+        let reference = timing["reference"].as_str().unwrap();
+        write_estimate(&out, reference, REFERENCE_NS);
+        for (bench, (ratio, frames)) in &ratios {
+            let ns = ratio * REFERENCE_NS * *frames as f64;
+            write_estimate(&out, bench, ns);
+        }
+        out
+    }
+
+    /// The checker on these results judged as several runs (folders from `write_run`).
+    fn check_runs(&self, runs: &[PathBuf]) -> Command {
+        let mut c = checker();
+        c.arg("--budgets").arg(benches_dir().join("budgets.toml"));
+        for r in runs {
+            c.arg("--criterion").arg(r);
+        }
+        c.args(["--only", "timing"]);
+        c
     }
 
     fn committed() -> Self {
@@ -94,6 +110,28 @@ impl Fixture {
             .arg(only);
         c
     }
+}
+
+/// The committed time ratios (the first machine's figures) and frames per iteration.
+fn committed_ratios() -> BTreeMap<String, (f64, u64)> {
+    let budgets = committed_budgets();
+    budgets["timing"]["ratio"]
+        .as_table()
+        .unwrap()
+        .iter()
+        .map(|(name, e)| {
+            let measured = e["measured"].as_array().unwrap()[0].as_float().unwrap();
+            let frames = e.get("frames").map_or(1, |f| f.as_integer().unwrap()) as u64;
+            (name.clone(), (measured, frames))
+        })
+        .collect()
+}
+
+/// The committed time budget of a bench.
+fn ratio_budget(name: &str) -> f64 {
+    committed_budgets()["timing"]["ratio"][name]["budget"]
+        .as_float()
+        .unwrap()
 }
 
 /// A criterion `estimates.json` (only the fields the checker reads, plus the shape).
@@ -188,26 +226,146 @@ fn passes_on_the_committed_numbers() {
 
 #[test]
 fn a_chain_slower_than_its_ratio_budget_fails() {
-    // The default chain at 1.6× RNNoise: over the 1.5× goal.
-    let f = Fixture::new(|r| r.get_mut("chain/voice_chat").unwrap().0 = 1.6, |_| {});
+    // The default chain 10 % over its time budget.
+    let budget = ratio_budget("chain/voice_chat");
+    let f = Fixture::new(
+        |r| r.get_mut("chain/voice_chat").unwrap().0 = budget * 1.1,
+        |_| {},
+    );
     f.check("timing")
         .assert()
         .code(1)
         .stdout(
-            predicate::str::is_match(r"timing/chain/voice_chat +1\.600× +1\.500× .*OVER BUDGET")
-                .unwrap(),
+            predicate::str::is_match(format!(
+                r"timing/chain/voice_chat +{:.3}× +{budget:.3}× .*OVER BUDGET",
+                budget * 1.1
+            ))
+            .unwrap(),
         )
         .stdout(predicate::str::contains(
             "budgets violated: timing/chain/voice_chat",
         ));
 }
 
+/// What a shared machine does: each of three runs has a few benches over budget, a
+/// different few each time (the failure CI used to report). No bench is slow in every
+/// run, so nothing regressed and the gate passes, saying so per row.
+#[test]
+fn ratios_over_budget_in_some_runs_but_not_all_pass() {
+    let f = Fixture::committed();
+    let over = |names: &'static [&'static str]| {
+        move |r: &mut BTreeMap<String, (f64, u64)>| {
+            for n in names {
+                let budget = ratio_budget(n);
+                r.get_mut(*n).unwrap().0 = budget * 1.08;
+            }
+        }
+    };
+    let runs = [
+        f.write_run(
+            "run1",
+            over(&["chain/bypass", "chain/max_quality", "chain/voice_chat"]),
+        ),
+        f.write_run(
+            "run2",
+            over(&["resample/fft_16000_to_48000", "resample/fft_44100_to_48000"]),
+        ),
+        f.write_run(
+            "run3",
+            over(&["chain/bypass", "stage/gate_stationary", "chain/voice_chat"]),
+        ),
+    ];
+    // Judged on the first run alone, it fails: that is when CI measures again.
+    f.check_runs(&runs[..1])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("timing/chain/voice_chat"));
+    // chain/voice_chat and chain/bypass are over in runs 1 and 3, within in run 2.
+    f.check_runs(&runs)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("over budget in 2 of 3"))
+        .stdout(predicate::str::contains("budgets hold"));
+}
+
+/// A real regression is slow in every run: the gate fails and names the bench, with
+/// each run's ratio.
+#[test]
+fn a_ratio_over_budget_in_every_run_fails() {
+    let f = Fixture::committed();
+    let budget = ratio_budget("stage/gate_nonstationary");
+    let runs: Vec<PathBuf> = [1.3, 1.1, 1.2]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            f.write_run(&format!("run{i}"), |r| {
+                r.get_mut("stage/gate_nonstationary").unwrap().0 = budget * k;
+            })
+        })
+        .collect();
+    f.check_runs(&runs)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("over budget in 3 of 3"))
+        .stdout(predicate::str::contains(
+            "budgets violated: timing/stage/gate_nonstationary",
+        ));
+}
+
+/// The cost goals are ratios of instruction counts: the same verdict on any machine.
+#[test]
+fn a_cost_goal_is_checked_on_instruction_counts() {
+    let baseline = committed_baseline();
+    let ratio = baseline["chain/voice_chat"] as f64 / baseline["stage/rnnoise"] as f64;
+    let f = Fixture::committed();
+    f.check("instructions").assert().success().stdout(
+        predicate::str::is_match(format!(r"goal/chain/voice_chat +{ratio:.3}× +1\.500×")).unwrap(),
+    );
+    // A goal below what the chain costs fails, whatever the time ratios say.
+    let tmp = TempDir::new().unwrap();
+    let mut t = committed_budgets();
+    t["instructions"]["goals"]
+        .as_table_mut()
+        .unwrap()
+        .insert("chain/voice_chat".into(), (ratio * 0.95).into());
+    let path = tmp.path().join("budgets.toml");
+    fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+    fs::copy(
+        benches_dir().join("instructions-baseline.toml"),
+        tmp.path().join("instructions-baseline.toml"),
+    )
+    .unwrap();
+    f.check_with(&path, "instructions")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("violated: goal/chain/voice_chat"));
+}
+
+/// Each time ratio records one figure per machine it was calibrated on.
+#[test]
+fn a_ratio_needs_one_figure_per_machine() {
+    let f = Fixture::committed();
+    let tmp = TempDir::new().unwrap();
+    let mut t = committed_budgets();
+    let e = t["timing"]["ratio"]["stage/vad"].as_table_mut().unwrap();
+    let mut list = e["measured"].as_array().unwrap().clone();
+    list.pop();
+    e.insert("measured".into(), toml::Value::Array(list));
+    let path = tmp.path().join("budgets.toml");
+    fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+    f.check_with(&path, "timing")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("one positive ratio per machine"));
+}
+
 #[test]
 fn a_resampler_over_its_ratio_budget_fails() {
+    let budget = ratio_budget("resample/sinc_44100_to_48000");
     let f = Fixture::new(
         |r| {
             let e = r.get_mut("resample/sinc_44100_to_48000").unwrap();
-            e.0 *= 1.3;
+            e.0 = budget * 1.1;
         },
         |_| {},
     );
@@ -321,14 +479,21 @@ fn a_budget_looser_than_its_goal_or_the_rule_is_rejected() {
     let e = t["timing"]["ratio"]["stage/highpass"]
         .as_table_mut()
         .unwrap();
-    let m = e["measured"].as_float().unwrap();
-    e.insert("budget".into(), (m * 1.3).into());
+    let highest = e["measured"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_float().unwrap())
+        .fold(0.0, f64::max);
+    e.insert("budget".into(), (highest * 1.3).into());
     let path = tmp.path().join("budgets.toml");
     fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
     f.check_with(&path, "timing")
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("looser than 1.25 × the measured"));
+        .stderr(predicate::str::contains(
+            "looser than 1.25 × the highest measured",
+        ));
 }
 
 #[test]

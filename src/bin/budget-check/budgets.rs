@@ -21,9 +21,31 @@ pub struct Entry {
     pub measured: Option<f64>,
     /// The goal the budget may never be looser than.
     pub goal: Option<f64>,
-    /// Timing only: the bench times this many 10 ms frames per iteration (the offline
-    /// benches); its time is divided by it before the ratio is taken.
+}
+
+/// One time-ratio budget.
+///
+/// A time ratio is not the same on every machine of one kind (the share of FFT-heavy to
+/// network-heavy code moves with the processor and its caches), so the budget is set
+/// against the highest ratio measured on any machine, each machine's figure recorded.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatioEntry {
+    /// The most the ratio may be.
+    pub budget: f64,
+    /// The committed code's ratio on each machine it was calibrated on (one figure per
+    /// machine, in the order of `Timing::machines`).
+    pub measured: Vec<f64>,
+    /// The bench times this many 10 ms frames per iteration (the offline benches); its
+    /// time is divided by it before the ratio is taken.
     pub frames: Option<u64>,
+}
+
+impl RatioEntry {
+    /// The highest ratio measured on any machine.
+    pub fn highest(&self) -> f64 {
+        self.measured.iter().copied().fold(0.0, f64::max)
+    }
 }
 
 /// Time budgets: ratios to a reference bench measured in the same run.
@@ -34,11 +56,15 @@ pub struct Timing {
     pub reference: String,
     /// Criterion statistic used (`median` or `mean`).
     pub statistic: String,
+    /// The machines the ratios were measured on, one line each (date, processor, the
+    /// reference's time per frame): what `RatioEntry::measured` lists, in order.
+    pub machines: Vec<String>,
     /// Bench name → ratio budget.
-    pub ratio: BTreeMap<String, Entry>,
+    pub ratio: BTreeMap<String, RatioEntry>,
 }
 
-/// Instruction-count budgets: the committed baseline plus a tolerance.
+/// Instruction-count budgets: the committed baseline plus a tolerance, and cost goals
+/// as ratios of instruction counts.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Instructions {
@@ -46,6 +72,11 @@ pub struct Instructions {
     pub baseline: PathBuf,
     /// How far above the baseline a count may go, percent.
     pub tolerance_pct: f64,
+    /// The bench the goals divide by.
+    pub reference: String,
+    /// Bench name → the most its instruction count may be, as a multiple of the
+    /// reference's. Deterministic, so these hold on every machine, unlike a time ratio.
+    pub goals: BTreeMap<String, f64>,
 }
 
 /// What `benches/budgets.toml` says about the resampler of one preset.
@@ -91,9 +122,39 @@ impl Budgets {
     /// A budget looser than its goal, or looser than the tightness rule allows against
     /// its recorded measurement, is an error in the file, not a pass.
     fn validate(&self) -> Result<()> {
+        let machines = self.timing.machines.len();
+        for (name, e) in &self.timing.ratio {
+            let at = || format!("{}: [timing.ratio] \"{name}\"", self.path.display());
+            if !(e.budget.is_finite() && e.budget > 0.0) {
+                bail!("{}: bad budget {}", at(), e.budget);
+            }
+            if e.measured.len() != machines
+                || e.measured.iter().any(|m| !(m.is_finite() && *m > 0.0))
+            {
+                bail!(
+                    "{}: `measured` needs one positive ratio per machine of [timing] machines ({machines})",
+                    at()
+                );
+            }
+            let highest = e.highest();
+            if e.budget > highest * SLACK * (1.0 + 1e-3) + 1e-4 {
+                bail!(
+                    "{}: budget {} is looser than {SLACK} × the highest measured {highest}",
+                    at(),
+                    e.budget
+                );
+            }
+        }
+        for (name, goal) in &self.instructions.goals {
+            if !(goal.is_finite() && *goal > 0.0) {
+                bail!(
+                    "{}: [instructions.goals] \"{name}\": bad goal {goal}",
+                    self.path.display()
+                );
+            }
+        }
         // (section, entries, most a budget may exceed its recorded measurement by)
         let sections = [
-            ("timing.ratio", &self.timing.ratio, SLACK),
             ("memory", &self.memory, SLACK),
             ("latency", &self.latency, 1.0),
         ];
