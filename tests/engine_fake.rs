@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use clearvox::engine::{Engine, EngineConfig, EngineError, EngineEvent};
 use clearvox::io::read_wav_file;
+use clearvox::pipeline::FrameReceiver;
 use clearvox::{Config, Pipeline};
 use common::{load, mono, testdata};
 use cpal::SampleFormat;
@@ -408,43 +409,15 @@ fn a_ring_too_small_overruns_without_blocking() {
 fn the_monitor_plays_the_enhanced_signal() {
     let _slot = RealTimeSlot::acquire();
     let voice = voice_seconds(2.0);
-    let script = InputScript::new(1, voice.clone())
-        .callback_frames(&[480])
-        .pacing(Pacing::Paced(1.0));
-    let (host, probe) = FakeHost::build(
-        FakeSetup::new()
-            .input(mic(script, 48_000, 1))
-            .output(speaker(1.0)),
-    );
-    let config = EngineConfig {
-        output: Some(Default::default()),
-        ..EngineConfig::default()
-    };
-    let mut engine = Engine::with_host(host, config).unwrap();
-    let rx = engine.frame_channel(10_000);
-    engine.start().unwrap();
+    let (mut engine, rx, probe) = monitored(&voice, 1.0, 1.0, false);
     assert!(probe.wait_until(TIMEOUT, |p| p.input_stats().frames >= voice.len() as u64));
     std::thread::sleep(Duration::from_millis(200));
     engine.stop().unwrap();
-    let enhanced: Vec<f32> = rx
-        .iter_timeout(Duration::from_millis(50))
-        .flat_map(|f| f.samples)
-        .collect();
-    let played = probe.played();
-    let left: Vec<f32> = played.chunks_exact(2).map(|f| f[0]).collect();
-    assert!(
-        played.chunks_exact(2).all(|f| f[0] == f[1]),
-        "mono on every channel"
-    );
     // After the leading silence, the monitor plays the enhanced samples exactly.
-    let start = left
-        .iter()
-        .position(|v| *v != 0.0)
-        .expect("something was played");
-    let lead = enhanced.iter().position(|v| *v != 0.0).unwrap();
-    let n = 48_000.min(left.len() - start).min(enhanced.len() - lead);
+    let (played, enhanced) = played_and_enhanced(&probe, rx);
+    let n = 48_000.min(played.len()).min(enhanced.len());
     assert!(n > 24_000, "only {n} samples played");
-    assert_eq!(&left[start..start + n], &enhanced[lead..lead + n]);
+    assert_eq!(&played[..n], &enhanced[..n]);
 }
 
 #[test]
@@ -531,6 +504,55 @@ fn speaker(speed: f64) -> FakeOutput {
     .default_config(SampleFormat::F32, 2, 48_000)
 }
 
+/// A started engine that monitors into a scripted speaker: `voice` from a microphone
+/// paced `mic_speed` times real time, the speaker paced `speaker_speed` times; capture
+/// ends after the voice (a duration) when `ends` is set, else it goes on until `stop`.
+fn monitored(
+    voice: &[i16],
+    mic_speed: f64,
+    speaker_speed: f64,
+    ends: bool,
+) -> (Engine, FrameReceiver, std::sync::Arc<FakeProbe>) {
+    let script = InputScript::new(1, voice.to_vec())
+        .callback_frames(&[480])
+        .pacing(Pacing::Paced(mic_speed));
+    let (host, probe) = FakeHost::build(
+        FakeSetup::new()
+            .input(mic(script, 48_000, 1))
+            .output(speaker(speaker_speed)),
+    );
+    let config = EngineConfig {
+        output: Some(Default::default()),
+        duration: ends.then(|| exactly(voice.len(), 48_000)),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::with_host(host, config).unwrap();
+    let rx = engine.frame_channel(10_000);
+    engine.start().unwrap();
+    (engine, rx, probe)
+}
+
+/// The left channel of what the speaker played from its first sound, and the enhanced
+/// frames from theirs (the monitor begins with silence until its cushion is full).
+fn played_and_enhanced(probe: &FakeProbe, rx: FrameReceiver) -> (Vec<f32>, Vec<f32>) {
+    let enhanced: Vec<f32> = rx
+        .iter_timeout(Duration::from_millis(50))
+        .flat_map(|f| f.samples)
+        .collect();
+    let played = probe.played();
+    assert!(
+        played.chunks_exact(2).all(|f| f[0] == f[1]),
+        "mono on every channel"
+    );
+    let left: Vec<f32> = played.chunks_exact(2).map(|f| f[0]).collect();
+    let start = left
+        .iter()
+        .position(|v| *v != 0.0)
+        .expect("something was played");
+    let lead = enhanced.iter().position(|v| *v != 0.0).unwrap();
+    (left[start..].to_vec(), enhanced[lead..].to_vec())
+}
+
 /// Once capture has ended (here: the duration was reached), the monitor plays the
 /// signal to its last sample, then silence until the engine is stopped, and that
 /// silence is no underrun: however long the caller takes to call `stop` (the CLI looks
@@ -539,22 +561,7 @@ fn speaker(speed: f64) -> FakeOutput {
 fn silence_after_the_end_of_the_signal_is_not_an_underrun() {
     let _slot = RealTimeSlot::acquire();
     let voice = voice_seconds(2.0);
-    let script = InputScript::new(1, voice.clone())
-        .callback_frames(&[480])
-        .pacing(Pacing::Paced(1.0));
-    let (host, probe) = FakeHost::build(
-        FakeSetup::new()
-            .input(mic(script, 48_000, 1))
-            .output(speaker(1.0)),
-    );
-    let config = EngineConfig {
-        output: Some(Default::default()),
-        duration: Some(exactly(voice.len(), 48_000)),
-        ..EngineConfig::default()
-    };
-    let mut engine = Engine::with_host(host, config).unwrap();
-    let rx = engine.frame_channel(10_000);
-    engine.start().unwrap();
+    let (mut engine, rx, probe) = monitored(&voice, 1.0, 1.0, true);
     wait_finished(&engine);
     // A slow caller: the monitor runs dry long before `stop`.
     let played_before = probe.output_stats().frames;
@@ -566,16 +573,9 @@ fn silence_after_the_end_of_the_signal_is_not_an_underrun() {
     let report = engine.stop().unwrap();
     assert_eq!(report.stats.underruns, 0, "{:?}", report.stats);
     // Every enhanced sample, the flushed tail included, was played.
-    let enhanced: Vec<f32> = rx
-        .iter_timeout(Duration::from_millis(50))
-        .flat_map(|f| f.samples)
-        .collect();
-    let left: Vec<f32> = probe.played().chunks_exact(2).map(|f| f[0]).collect();
-    let start = left.iter().position(|v| *v != 0.0).unwrap();
-    let lead = enhanced.iter().position(|v| *v != 0.0).unwrap();
-    let n = enhanced.len() - lead;
-    assert!(left.len() >= start + n, "the tail was not played");
-    assert_eq!(&left[start..start + n], &enhanced[lead..]);
+    let (played, enhanced) = played_and_enhanced(&probe, rx);
+    assert!(played.len() >= enhanced.len(), "the tail was not played");
+    assert_eq!(&played[..enhanced.len()], &enhanced[..]);
 }
 
 /// The converse: while the signal goes on, an output that takes audio faster than
@@ -584,21 +584,7 @@ fn silence_after_the_end_of_the_signal_is_not_an_underrun() {
 fn a_monitor_starved_while_the_signal_goes_on_counts_underruns() {
     let _slot = RealTimeSlot::acquire();
     let voice = voice_48k_i16();
-    let script = InputScript::new(1, voice.clone())
-        .callback_frames(&[480])
-        .pacing(Pacing::Paced(4.0));
-    let (host, _probe) = FakeHost::build(
-        FakeSetup::new()
-            .input(mic(script, 48_000, 1))
-            .output(speaker(8.0)),
-    );
-    let config = EngineConfig {
-        output: Some(Default::default()),
-        duration: Some(exactly(voice.len(), 48_000)),
-        ..EngineConfig::default()
-    };
-    let mut engine = Engine::with_host(host, config).unwrap();
-    engine.start().unwrap();
+    let (mut engine, _rx, _probe) = monitored(&voice, 4.0, 8.0, true);
     wait_finished(&engine);
     let report = engine.stop().unwrap();
     // Twice the pace: about every other output callback finds the ring short.
