@@ -414,14 +414,19 @@ fn paced_playback_while_capturing() {
     let p = play::<i16>(config(1, 48_000, BufferSize::Fixed(480)), ramp_s16(n, 9));
     let c = capturing.join().expect("the capture thread");
     assert_eq!(first_difference(&c.samples, &audio.to_s16()), None);
-    // The pulse plugin may report a burst of EIO errors as the stream starts (see the
-    // fixture's documentation); nothing else, at any time. Each error carries its time
-    // since `play()` and the callbacks around it, so a failure says whether it came at
-    // the start or in the middle of the stream.
+    // What the machine may report, counted and printed with their times since `play()`:
+    // the pulse plugin's burst of EIO errors as the stream starts (see the fixture's
+    // documentation), and xruns of this test's own 20 ms buffer when the daemon (not a
+    // real-time process here) or this stream's thread is descheduled on a loaded
+    // two-core machine (seen once in 20 runs with the other core busy, 235 ms into the
+    // stream). Neither breaks what the fixture promises, checked below: every sample
+    // produced lands in the file, in order, paced. Any other error fails.
+    let startup = |e: &str| alsa_fixture::is_pulse_startup_error(e);
+    let xrun = |e: &str| e.contains("underrun or overrun");
     let other: Vec<&(Duration, String)> = p
         .errors
         .iter()
-        .filter(|(_, e)| !alsa_fixture::is_pulse_startup_error(e))
+        .filter(|(_, e)| !startup(e) && !xrun(e))
         .collect();
     assert!(
         other.is_empty(),
@@ -429,10 +434,17 @@ fn paced_playback_while_capturing() {
         &other[..other.len().min(3)],
         first_callbacks(&p.callbacks, 8)
     );
+    let xruns: Vec<Duration> = p
+        .errors
+        .iter()
+        .filter(|(_, e)| xrun(e))
+        .map(|(t, _)| *t)
+        .collect();
     note(&format!(
-        "paced playback: {} startup errors, the last {:?} after play",
-        p.errors.len(),
-        p.errors.last().map(|e| e.0)
+        "paced playback: {} start-up errors, {} xruns of the test's stream at {:?}",
+        p.errors.iter().filter(|(_, e)| startup(e)).count(),
+        xruns.len(),
+        xruns
     ));
     assert_eq!(p.buffer_size, Some(320));
     assert!(p.callbacks.iter().all(|c| c.0 == 320));

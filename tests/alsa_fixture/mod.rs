@@ -138,6 +138,10 @@
 //! machines that route ALSA to
 //! PulseAudio, so the engine must treat stream errors as events to count, not as fatal,
 //! and keep its error callback cheap. [`is_pulse_startup_error`] recognises the message.
+//! A playback stream with a small buffer (20 ms: three 320-frame periods) may also get
+//! an xrun in mid-stream when the daemon, which runs without real-time priority here,
+//! is descheduled on a loaded two-core machine (seen once in 20 runs with the other
+//! core busy); cpal recovers and the stream goes on.
 //!
 //! # Processes, threads and the process-wide ALSA configuration
 //!
