@@ -201,7 +201,6 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -214,6 +213,9 @@ use std::time::{Duration, Instant};
 #[path = "../realtime_slot/mod.rs"]
 mod realtime_slot;
 pub use realtime_slot::RealTimeSlot;
+// Tests print measurements with it; not every test binary does.
+#[allow(unused_imports)]
+pub use realtime_slot::note;
 
 /// How long the daemon may take to accept connections before [`AlsaFixture::paced`] gives
 /// up (it takes 15 to 50 ms on the build machine). The environment variable
@@ -1017,10 +1019,4 @@ impl Drop for CpuBurner {
     fn drop(&mut self) {
         self.halt();
     }
-}
-
-/// Writes a line to stderr at once (tests print measurements with it).
-pub fn note(line: &str) {
-    let mut e = std::io::stderr().lock();
-    let _ = writeln!(e, "{line}");
 }

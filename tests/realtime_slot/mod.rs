@@ -77,7 +77,7 @@ impl Drop for RealTimeSlot {
 }
 
 /// Writes a line to stderr at once (not captured by the test harness).
-fn note(line: &str) {
+pub fn note(line: &str) {
     let mut e = std::io::stderr().lock();
     let _ = writeln!(e, "{line}");
 }

@@ -25,16 +25,17 @@ pub struct Entry {
 
 /// One time-ratio budget.
 ///
-/// A time ratio is not the same on every machine of one kind (the share of FFT-heavy to
-/// network-heavy code moves with the processor and its caches), so the budget is set
-/// against the highest ratio measured on any machine, each machine's figure recorded.
+/// A time ratio is not the same in every run (a shared machine's speed drifts while the
+/// benches run one after another, and processors of one kind differ), so the budget is
+/// set against the highest ratio of the recorded calibration runs, each run's figure
+/// kept.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RatioEntry {
     /// The most the ratio may be.
     pub budget: f64,
-    /// The committed code's ratio on each machine it was calibrated on (one figure per
-    /// machine, in the order of `Timing::machines`).
+    /// The committed code's ratio in each calibration run (one figure per line of
+    /// `Timing::machines`, in order).
     pub measured: Vec<f64>,
     /// The bench times this many 10 ms frames per iteration (the offline benches); its
     /// time is divided by it before the ratio is taken.
@@ -42,10 +43,15 @@ pub struct RatioEntry {
 }
 
 impl RatioEntry {
-    /// The highest ratio measured on any machine.
+    /// The highest ratio of the calibration runs.
     pub fn highest(&self) -> f64 {
-        self.measured.iter().copied().fold(0.0, f64::max)
+        highest(&self.measured)
     }
+}
+
+/// The highest of some ratios (0 for none).
+pub fn highest(ratios: &[f64]) -> f64 {
+    ratios.iter().copied().fold(0.0, f64::max)
 }
 
 /// Time budgets: ratios to a reference bench measured in the same run.

@@ -319,13 +319,8 @@ fn check_timing(args: &Args, budgets: &Budgets) -> Result<(Vec<Row>, String)> {
         );
         let mut measured = e.measured.clone();
         measured.push(round_sig4(ratio));
-        let highest = measured.iter().copied().fold(0.0, f64::max);
-        suggestions.push_str(&suggest_ratio(
-            name,
-            &measured,
-            floor_sig3(SLACK * highest),
-            e,
-        ));
+        let budget = floor_sig3(SLACK * budgets::highest(&measured));
+        suggestions.push_str(&suggest_ratio(name, &measured, budget, e));
     }
     Ok((rows, suggestions))
 }
