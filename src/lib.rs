@@ -1,15 +1,17 @@
-//! clearvox: real-time voice enhancement with spectral gating and RNNoise.
+//! clearvox: real-time voice enhancement with spectral gating, RNNoise and
+//! DeepFilterNet3.
 //!
 //! clearvox takes a voice recorded in a café, a street, beside a fan or a keyboard, and
-//! hands on the voice without the room: RNNoise separates voice from noise, a spectral
-//! gate removes what it leaves, in 10 ms frames with 20 ms of algorithmic latency, never
-//! allocating on the real-time path.
+//! hands on the voice without the room. Live, by default, RNNoise separates voice from
+//! noise and a spectral gate removes what it leaves, in 10 ms frames with 20 ms of
+//! algorithmic latency, never allocating on the real-time path. For the best quality,
+//! DeepFilterNet3 (feature `deepfilter`, [`dsp::deepfilter`]) does it at 30 ms.
 //!
 //! ```text
 //!  microphone (engine, cpal)         WAV file (io)            your own buffers
 //!           │ any rate, 1–8 ch            │                         │
 //!           └──────────────► Pipeline ◄───┴─────────────────────────┘
-//!        downmix → resample to 48 kHz → RNNoise (+ voice probability) → VAD
+//!        downmix → resample to 48 kHz → RNNoise or DeepFilterNet3 (+ voice prob.) → VAD
 //!        → spectral gate → limiter → resample to the output rate → strength / bypass
 //!                               │ mono frames + SpeechStart / SpeechEnd events
 //!           ┌───────────────────┼──────────────────────┐

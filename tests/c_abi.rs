@@ -65,8 +65,9 @@ fn lib_dir() -> PathBuf {
 /// Builds the static library the C example links against and returns its path.
 ///
 /// `cargo test` builds the crate only as an rlib, so the test builds the static library
-/// itself, as an app that only enhances buffers would: the C ABI without devices or
-/// streaming. It goes to a target folder of its own, because a second build of the
+/// itself, as an app that only enhances buffers would: the C ABI without devices,
+/// streaming or DeepFilterNet (whose C ABI path a test below takes in this process:
+/// building tract once more for the C example would double the time of the test run). It goes to a target folder of its own, because a second build of the
 /// dependencies with other features in the tests' folder would leave two versions of
 /// them side by side there, and the doctests would then not know which one to use.
 /// Runs once per test binary.
@@ -159,8 +160,8 @@ fn the_c_example_gives_the_rust_result_bit_for_bit() {
         ),
         (
             "noisy/gb_female__traffic__snr10__44k1_s24.wav",
-            clearvox::Preset::MaxQuality.config(),
-            "max-quality",
+            clearvox::Preset::LowCpu.config(),
+            "low-cpu",
         ),
     ] {
         let (x, rate, ch) = load(&testdata(file));
@@ -385,4 +386,44 @@ fn processing_i16_and_f32_through_the_abi_agree() {
         }
     };
     assert_eq!(run(true), run(false));
+}
+
+#[test]
+fn the_denoiser_is_chosen_through_the_configuration_text() {
+    // SAFETY: NUL-terminated strings and a valid out-pointer; each handle is freed.
+    unsafe {
+        let mut p: *mut CvPipeline = null_mut();
+        let deepfilter =
+            CString::new("preset = \"voice-chat\"\ndenoiser = \"deepfilter\"\n").unwrap();
+        assert_eq!(
+            cv_pipeline_new(deepfilter.as_ptr(), 48_000, 1, &mut p),
+            CvStatus::CV_OK,
+            "{}",
+            last_error()
+        );
+        let (mut latency, mut rate) = (0u32, 0u32);
+        assert_eq!(
+            cv_pipeline_info(p, &mut latency, &mut rate),
+            CvStatus::CV_OK
+        );
+        // DeepFilterNet's 30 ms, with voice-chat's gate after it (10 ms).
+        assert_eq!((latency, rate), (1_440 + 480, 48_000));
+        cv_pipeline_free(p);
+
+        let missing = CString::new(
+            "denoiser = \"deepfilter\"\n[deepfilter]\nmodel = \"/nonexistent/m.tar.gz\"\n",
+        )
+        .unwrap();
+        let mut q: *mut CvPipeline = null_mut();
+        assert_eq!(
+            cv_pipeline_new(missing.as_ptr(), 48_000, 1, &mut q),
+            CvStatus::CV_ERR_CONFIG
+        );
+        assert!(q.is_null());
+        let message = last_error();
+        assert!(
+            message.contains("/nonexistent/m.tar.gz") && message.contains("No such file"),
+            "{message}"
+        );
+    }
 }

@@ -136,15 +136,16 @@ fn every_option_changes_the_output() {
     fs::write(&toml, "strength = 0.5\n[gate]\nmax_attenuation_db = 3.0\n").unwrap();
     let profile = testdata(NOISE_FAN);
     let variants: Vec<(&str, Vec<&str>)> = vec![
-        ("rnnoise-off", vec!["--rnnoise", "off"]),
+        ("denoiser-off", vec!["--denoiser", "off"]),
+        ("denoiser-rnnoise", vec!["--denoiser", "rnnoise"]),
         ("agc-on", vec!["--agc", "on"]),
         ("gate-stationary", vec!["--gate", "stationary"]),
-        ("gate-off", vec!["--gate", "off"]),
+        ("gate-nonstationary", vec!["--gate", "nonstationary"]),
         ("atten-limit", vec!["--atten-limit-db", "6"]),
         ("strength", vec!["--strength", "0.7"]),
         ("config", vec!["--config", s(&toml)]),
         ("profile", vec!["--noise-profile", s(&profile)]),
-        ("max-quality", vec!["--preset", "max-quality"]),
+        ("voice-chat", vec!["--preset", "voice-chat"]),
         ("low-cpu", vec!["--preset", "low-cpu"]),
     ];
     let mut outputs = vec![("default", default.clone())];
@@ -156,9 +157,9 @@ fn every_option_changes_the_output() {
     }
     // `--gate nonstationary` is the default mode: it changes the output of a preset
     // whose gate is off, and differs from the stationary gate.
-    let nonstationary = run("ns.wav", &["--gate", "nonstationary", "--rnnoise", "off"]);
-    let stationary = run("st.wav", &["--gate", "stationary", "--rnnoise", "off"]);
-    let gate_off = run("off.wav", &["--gate", "off", "--rnnoise", "off"]);
+    let nonstationary = run("ns.wav", &["--gate", "nonstationary", "--denoiser", "off"]);
+    let stationary = run("st.wav", &["--gate", "stationary", "--denoiser", "off"]);
+    let gate_off = run("off.wav", &["--gate", "off", "--denoiser", "off"]);
     assert!(nonstationary != stationary && nonstationary != gate_off && stationary != gate_off);
     // A profile with --gate nonstationary seeds the tracker: also a change.
     let seeded = run(
@@ -288,7 +289,7 @@ fn a_batch_continues_past_a_bad_file_and_fails_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     fs::create_dir(&input).unwrap();
-    fs::copy(testdata(S16_8K), input.join("good.wav")).unwrap();
+    fs::copy(testdata(S16_16K), input.join("good.wav")).unwrap();
     fs::write(input.join("bad.wav"), "this is text").unwrap();
     let out = dir.path().join("out");
     fs::create_dir(&out).unwrap();
@@ -368,7 +369,9 @@ fn the_report_has_every_field() {
     let input = testdata(S16_16K);
     enhance(&[s(&input), "-o", s(&out), "--report", s(&report)]);
     let v: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
-    assert_eq!(v["config"]["preset"], "voice-chat");
+    // Without --preset, enhance runs max-quality: DeepFilterNet3.
+    assert_eq!(v["config"]["preset"], "max-quality");
+    assert_eq!(v["config"]["denoiser"], "deepfilter");
     let files = v["files"].as_array().unwrap();
     assert_eq!(files.len(), 1);
     let f = &files[0];
@@ -460,4 +463,26 @@ fn a_closing_line_unless_quiet() {
         .parse()
         .unwrap();
     assert!(secs > 0.0 && secs < 60.0);
+}
+
+#[test]
+fn deepfilternet_on_telephone_band_input_comes_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |preset: &[&str]| {
+        let out = clearvox()
+            .args(["enhance", "-q", s(&testdata(S16_8K)), "-o"])
+            .arg(dir.path().join("out.wav"))
+            .args(preset)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        stderr_of(&out)
+    };
+    let default = run(&[]);
+    assert!(
+        default.starts_with("warning: ") && default.contains("8000 Hz input: DeepFilterNet3"),
+        "{default}"
+    );
+    assert_eq!(default.lines().count(), 1, "{default}");
+    assert_eq!(run(&["--preset", "voice-chat"]), "");
 }

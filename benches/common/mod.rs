@@ -58,19 +58,19 @@ pub fn long_audio(seconds: usize) -> Vec<f32> {
 }
 
 /// Chunks of a signal, cycled forever.
-struct Cycle {
+pub struct Cycle {
     x: Vec<f32>,
     at: usize,
     len: usize,
 }
 
 impl Cycle {
-    fn new(x: Vec<f32>, len: usize) -> Self {
+    pub fn new(x: Vec<f32>, len: usize) -> Self {
         Self { x, at: 0, len }
     }
 
     #[inline]
-    fn next(&mut self) -> &[f32] {
+    pub fn next(&mut self) -> &[f32] {
         if self.at + self.len > self.x.len() {
             self.at = 0;
         }
@@ -110,9 +110,10 @@ impl Stage for Vad {
 }
 
 /// The per-frame stages, by bench name (`stage/<name>`).
-pub const STAGES: [&str; 6] = [
+pub const STAGES: [&str; 7] = [
     "highpass",
     "rnnoise",
+    "deepfilter",
     "gate_nonstationary",
     "gate_stationary",
     "agc_limiter",
@@ -131,6 +132,10 @@ pub fn stage(name: &str) -> Box<dyn Stage> {
     match name {
         "highpass" => Box::new(Highpass::new(80.0, std::f32::consts::FRAC_1_SQRT_2).unwrap()),
         "rnnoise" => Box::new(Rnnoise::new()),
+        "deepfilter" => Box::new(
+            clearvox::dsp::deepfilter::DeepFilter::new(&Default::default())
+                .expect("the built-in DeepFilterNet3 model"),
+        ),
         "gate_nonstationary" => gate(GateMode::Nonstationary),
         "gate_stationary" => gate(GateMode::Stationary),
         // The AGC adapting (speech frames) and the limiter after it.

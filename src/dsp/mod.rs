@@ -11,6 +11,7 @@
 
 pub mod agc;
 pub mod convert;
+pub mod deepfilter;
 pub mod delay;
 pub mod highpass;
 pub mod resample;

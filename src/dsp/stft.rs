@@ -92,6 +92,35 @@ impl WindowPair {
         })
     }
 
+    /// DeepFilterNet's pair: the Vorbis power-complementary window for analysis and
+    /// synthesis, half-overlapping frames (`fft_size = 2 hop`), latency `hop`.
+    ///
+    /// The analysis side carries DeepFilterNet's spectrum scale `2 hop / fft_size²`, so
+    /// that the spectra are the ones its networks were trained on (a full-scale sine
+    /// peaks near 0.5); the synthesis side undoes it.
+    pub fn vorbis(fft_size: usize, hop: usize) -> Result<Self> {
+        check_geometry(fft_size, hop)?;
+        if fft_size != 2 * hop {
+            return Err(Error::Config(format!(
+                "Vorbis STFT with fft_size {fft_size} and hop {hop}: fft_size must be twice the hop"
+            )));
+        }
+        let half = hop as f64;
+        let window: Vec<f64> = (0..fft_size)
+            .map(|n| {
+                let s = (0.5 * std::f64::consts::PI * (n as f64 + 0.5) / half).sin();
+                (0.5 * std::f64::consts::PI * s * s).sin()
+            })
+            .collect();
+        let scale = 2.0 * hop as f32 / (fft_size * fft_size) as f32;
+        Ok(Self {
+            analysis: window.iter().map(|&w| w as f32 * scale).collect(),
+            synthesis: window.iter().map(|&w| w as f32 / scale).collect(),
+            latency: fft_size - hop,
+            hop,
+        })
+    }
+
     /// The low-delay pair: latency `hop` whatever `fft_size`.
     ///
     /// The analysis window is the rising half of a Hann window `2 (fft_size - hop)` long
@@ -383,6 +412,14 @@ mod tests {
             assert_eq!(w.latency, hop);
             round_trip(w);
         }
+    }
+
+    #[test]
+    fn the_vorbis_pair_reconstructs_one_hop_late() {
+        let w = WindowPair::vorbis(960, 480).unwrap();
+        assert_eq!(w.latency, 480);
+        round_trip(w);
+        assert!(WindowPair::vorbis(960, 240).is_err());
     }
 
     #[test]

@@ -42,7 +42,7 @@ const FADE_MS: usize = 10;
 /// // The device is short of CPU: change to the spectral gate alone, without a click.
 /// // (This builds a pipeline: call it from a control thread, not an audio callback.)
 /// hot.set_config(&Preset::LowCpu.config())?;
-/// assert!(!hot.pipeline().config().rnnoise.enabled);
+/// assert_eq!(hot.pipeline().config().denoiser, clearvox::config::Denoiser::Off);
 /// for _ in 0..50 {
 ///     hot.process_into_buffer(&ten_ms, &mut out)?;
 /// }

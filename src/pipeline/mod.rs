@@ -5,7 +5,8 @@
 //! interleaved input (any rate, 1–8 ch, f32 or i16)
 //!   → downmix / pick channel → sanitise NaN/Inf
 //!   → resample to 48 kHz (rubato, streaming)
-//!   → 10 ms frames: high-pass? → RNNoise (+ voice probability) → VAD state machine
+//!   → 10 ms frames: high-pass? → RNNoise or DeepFilterNet3 (+ voice probability)
+//!                   → VAD state machine
 //!                   → spectral gate (guided by the noisy input) → AGC + limiter
 //!   → resample to the output rate
 //!   → strength / attenuation-limit mix and bypass cross-fade with the dry input
@@ -35,7 +36,7 @@ mod sink;
 
 use std::collections::VecDeque;
 
-use crate::config::Config;
+use crate::config::{Config, Denoiser};
 use crate::dsp::agc::Agc;
 use crate::dsp::convert::{check_sample_rate, sanitize, Downmixer, PcmSample};
 use crate::dsp::delay::DelayLine;
@@ -106,7 +107,9 @@ struct Chain {
     assembler: Frame,
     fill: usize,
     highpass: Option<Highpass>,
-    rnnoise: Option<Rnnoise>,
+    /// The neural denoiser (RNNoise or DeepFilterNet), which also estimates the voice
+    /// probability.
+    denoiser: Option<Box<dyn Stage>>,
     energy_vad: Option<EnergyVoiceDetector>,
     vad: VadStateMachine,
     gate: Option<SpectralGate>,
@@ -125,7 +128,7 @@ impl Chain {
         } else {
             None
         };
-        let rnnoise = config.rnnoise.enabled.then(Rnnoise::new);
+        let denoiser = build_denoiser(config)?;
         let gate = if config.gate.mode != GateMode::Off {
             Some(SpectralGate::new(&config.gate)?)
         } else {
@@ -136,12 +139,12 @@ impl Chain {
         } else {
             None
         };
-        let rnn_latency = rnnoise.as_ref().map_or(0, |r| r.latency());
+        let rnn_latency = denoiser.as_ref().map_or(0, |r| r.latency());
         let gate_latency = gate.as_ref().map_or(0, |g| g.latency());
         Ok(Self {
             assembler: [0.0; FRAME_LEN],
             fill: 0,
-            energy_vad: rnnoise.is_none().then(EnergyVoiceDetector::new),
+            energy_vad: denoiser.is_none().then(EnergyVoiceDetector::new),
             vad: VadStateMachine::new(&config.vad)?,
             guide_delay: DelayLine::new(if gate.is_some() { rnn_latency } else { 0 }),
             guide: [0.0; FRAME_LEN],
@@ -149,7 +152,7 @@ impl Chain {
             dry: [0.0; FRAME_LEN],
             frames: 0,
             highpass,
-            rnnoise,
+            denoiser,
             gate,
             agc,
         })
@@ -170,7 +173,7 @@ impl Chain {
         if let Some(s) = &self.highpass {
             v.push((s.name(), s.latency()));
         }
-        if let Some(s) = &self.rnnoise {
+        if let Some(s) = &self.denoiser {
             v.push((s.name(), s.latency()));
         }
         if let Some(s) = &self.gate {
@@ -206,7 +209,7 @@ impl Chain {
         if let Some(hp) = &mut self.highpass {
             hp.process(frame, &mut info);
         }
-        if let Some(rn) = &mut self.rnnoise {
+        if let Some(rn) = &mut self.denoiser {
             if self.gate.is_some() {
                 self.guide_delay.process(&frame[..], &mut self.guide);
             }
@@ -217,7 +220,7 @@ impl Chain {
         let event = self.vad.update(info.voice_prob.unwrap_or(0.0));
         info.speech = self.vad.in_speech();
         if let Some(g) = &mut self.gate {
-            if self.rnnoise.is_some() {
+            if self.denoiser.is_some() {
                 g.process_guided(frame, &self.guide, &info);
             } else {
                 g.process(frame, &mut info);
@@ -235,7 +238,7 @@ impl Chain {
         if let Some(s) = &mut self.highpass {
             s.reset();
         }
-        if let Some(s) = &mut self.rnnoise {
+        if let Some(s) = &mut self.denoiser {
             s.reset();
         }
         if let Some(s) = &mut self.energy_vad {
@@ -251,6 +254,25 @@ impl Chain {
         self.guide_delay.reset();
         self.dry_delay.reset();
     }
+}
+
+/// The denoiser stage `config` asks for.
+fn build_denoiser(config: &Config) -> Result<Option<Box<dyn Stage>>> {
+    Ok(match config.denoiser {
+        Denoiser::Off => None,
+        Denoiser::Rnnoise => Some(Box::new(Rnnoise::new())),
+        #[cfg(feature = "deepfilter")]
+        Denoiser::DeepFilter => Some(Box::new(crate::dsp::deepfilter::DeepFilter::new(
+            &config.deepfilter,
+        )?)),
+        #[cfg(not(feature = "deepfilter"))]
+        Denoiser::DeepFilter => {
+            return Err(Error::NotBuilt {
+                what: "the denoiser 'deepfilter'",
+                feature: "deepfilter",
+            })
+        }
+    })
 }
 
 /// The last stage, at the output rate: blends the enhanced signal with the dry input
@@ -589,7 +611,9 @@ impl Pipeline {
 
     /// Runs one frame of silence through every stage and resets: afterwards, processing
     /// on this thread does not allocate (RNNoise's FFT keeps per-thread plans that its
-    /// first frame creates). Call it on the thread that will run the pipeline.
+    /// first frame creates), except in DeepFilterNet3, whose network calls allocate
+    /// their tensors (see [`crate::dsp::deepfilter`]). Call it on the thread that will
+    /// run the pipeline.
     pub fn warm_up(&mut self) {
         let mut frame = [0.0; FRAME_LEN];
         self.chain.process_frame(&mut frame);
@@ -598,7 +622,7 @@ impl Pipeline {
 
     /// Returns to the freshly-built state (pending input, history and events dropped).
     ///
-    /// This rebuilds RNNoise's state and so allocates: not for an audio thread.
+    /// This rebuilds the denoiser's state and so allocates: not for an audio thread.
     pub fn reset(&mut self) {
         self.front.reset();
         self.chain.reset();

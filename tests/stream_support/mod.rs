@@ -552,14 +552,15 @@ pub fn stream(input: &Path, url: &str, args: &[&str]) -> StreamRun {
 // ---------------------------------------------------------------------------------------
 // What a stream must equal.
 
-/// `clearvox enhance INPUT --output-rate RATE --format s16`, as PCM16.
+/// `clearvox enhance INPUT --preset voice-chat --output-rate RATE --format s16`, as
+/// PCM16: the stream's preset (`enhance` alone would run max-quality).
 pub fn offline(input: &Path, rate: u32, dir: &Path) -> Vec<i16> {
     let output = dir.join(format!(
         "offline-{rate}-{}.wav",
         input.file_stem().unwrap().to_string_lossy()
     ));
     let out = clearvox()
-        .args(["enhance", "-q"])
+        .args(["enhance", "-q", "--preset", "voice-chat"])
         .arg(input)
         .args(["--output-rate", &rate.to_string(), "--format", "s16", "-o"])
         .arg(&output)

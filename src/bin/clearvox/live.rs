@@ -12,6 +12,7 @@ use clearvox::engine::{
     list_devices, DeviceList, DeviceSelector, Engine, EngineConfig, EngineEvent, EngineStats,
     StreamInfo,
 };
+use clearvox::Preset;
 
 use crate::{settings, DevicesArgs, LiveArgs};
 
@@ -112,7 +113,7 @@ struct Summary<'a> {
 /// `clearvox live`.
 pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
     #[allow(unused_mut)]
-    let mut pipeline = settings::build_config(&args.pipeline)?;
+    let mut pipeline = settings::build_config(&args.pipeline, Preset::VoiceChat)?;
     #[cfg(feature = "stream")]
     let stream_config = match &args.stream {
         Some(url) => {

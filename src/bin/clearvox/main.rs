@@ -24,7 +24,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use clearvox::config::Preset;
+use clearvox::config::{Denoiser, Preset};
 use clearvox::dsp::spectral_gate::GateMode;
 use clearvox::io::OutputFormat;
 
@@ -292,7 +292,7 @@ existing folder: every .wav file below a folder is enhanced into the same relati
 path inside OUT. `-` as the input reads one WAV from stdin (sizes may be unknown).
 
 Settings apply in order: the preset (--preset, else the `preset` key of the --config
-file, else voice-chat), then the values in the --config file, then the other flags.")]
+file, else max-quality), then the values in the --config file, then the other flags.")]
 pub struct EnhanceArgs {
     /// Input WAV files or folders (searched recursively for .wav files); `-` is stdin.
     #[arg(value_name = "IN", required_unless_present = "print_config")]
@@ -341,7 +341,8 @@ pub struct EnhanceArgs {
 /// The pipeline's settings, shared by `enhance` and `live`.
 #[derive(Args, Debug)]
 pub struct PipelineArgs {
-    /// Starting configuration [default: voice-chat].
+    /// Starting configuration [default: max-quality for `enhance`, voice-chat for
+    /// `live`].
     #[arg(long, value_enum, value_name = "PRESET")]
     pub preset: Option<PresetArg>,
 
@@ -361,9 +362,15 @@ pub struct PipelineArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     pub gate: Option<GateArg>,
 
-    /// RNNoise stage.
-    #[arg(long, value_enum, value_name = "on|off")]
-    pub rnnoise: Option<Switch>,
+    /// Neural denoiser: rnnoise (10 ms, light), deepfilter (DeepFilterNet3: 30 ms,
+    /// best quality), or off.
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub denoiser: Option<DenoiserArg>,
+
+    /// DeepFilterNet export to run instead of the built-in DeepFilterNet3 (a .tar.gz
+    /// with config.ini, enc.onnx, erb_dec.onnx and df_dec.onnx).
+    #[arg(long, value_name = "FILE.tar.gz")]
+    pub model: Option<PathBuf>,
 
     /// Automatic gain control towards -20 dBFS speech (off in every preset: on short
     /// clips its adaptation costs SI-SDR; the limiter stays on either way).
@@ -401,9 +408,9 @@ pub struct MetricsArgs {
 pub enum PresetArg {
     /// RNNoise and the spectral gate, low latency (the default).
     VoiceChat,
-    /// Longer gate window and FFT resampling: for offline files.
+    /// DeepFilterNet3 (30 ms latency), FFT resampling: the best quality.
     MaxQuality,
-    /// The spectral gate alone, without RNNoise.
+    /// The spectral gate alone, without a neural denoiser.
     LowCpu,
     /// No processing (the input, mono, resampled if asked).
     Bypass,
@@ -437,6 +444,27 @@ impl From<GateArg> for GateMode {
             GateArg::Stationary => GateMode::Stationary,
             GateArg::Nonstationary => GateMode::Nonstationary,
             GateArg::Off => GateMode::Off,
+        }
+    }
+}
+
+/// `--denoiser` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DenoiserArg {
+    /// RNNoise (nnnoiseless).
+    Rnnoise,
+    /// DeepFilterNet3.
+    Deepfilter,
+    /// No neural denoiser.
+    Off,
+}
+
+impl From<DenoiserArg> for Denoiser {
+    fn from(d: DenoiserArg) -> Self {
+        match d {
+            DenoiserArg::Rnnoise => Denoiser::Rnnoise,
+            DenoiserArg::Deepfilter => Denoiser::DeepFilter,
+            DenoiserArg::Off => Denoiser::Off,
         }
     }
 }
@@ -498,6 +526,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Devices(args) => live::devices(&args),
         #[cfg(feature = "stream")]
         Command::Stream(args) => stream_cmd::run(&args),
+        #[cfg(feature = "stream")]
         Command::Serve(args) => serve::run(&args),
     }
 }

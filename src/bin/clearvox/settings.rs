@@ -30,11 +30,12 @@ pub struct Settings {
     pub noise: Option<NoiseClip>,
 }
 
-/// The configuration the flags describe (the noise profile is not read here).
-pub fn build_config(args: &PipelineArgs) -> Result<Config> {
+/// The configuration the flags describe (the noise profile is not read here);
+/// `default` is the preset when neither `--preset` nor the `--config` file names one.
+pub fn build_config(args: &PipelineArgs, default: Preset) -> Result<Config> {
     let mut config = match &args.config {
-        Some(path) => config_file(path, args.preset.map(Preset::from))?,
-        None => Config::preset(args.preset.map(Preset::from).unwrap_or_default()),
+        Some(path) => config_file(path, args.preset.map(Preset::from), default)?,
+        None => Config::preset(args.preset.map(Preset::from).unwrap_or(default)),
     };
     if let Some(s) = args.strength {
         config.strength = s;
@@ -42,8 +43,11 @@ pub fn build_config(args: &PipelineArgs) -> Result<Config> {
     if let Some(l) = args.atten_limit_db {
         config.atten_limit_db = Some(l);
     }
-    if let Some(r) = args.rnnoise {
-        config.rnnoise.enabled = r == Switch::On;
+    if let Some(d) = args.denoiser {
+        config.denoiser = d.into();
+    }
+    if let Some(model) = &args.model {
+        config.deepfilter.model = Some(model.clone());
     }
     if let Some(a) = args.agc {
         config.agc.enabled = a == Switch::On;
@@ -65,24 +69,29 @@ pub fn build_config(args: &PipelineArgs) -> Result<Config> {
     Ok(config)
 }
 
-/// Reads a TOML configuration; `preset` (from `--preset`) replaces the file's own.
-fn config_file(path: &Path, preset: Option<Preset>) -> Result<Config> {
+/// Reads a TOML configuration; `preset` (from `--preset`) replaces the file's own,
+/// and `default` stands in when neither names one.
+fn config_file(path: &Path, preset: Option<Preset>, default: Preset) -> Result<Config> {
     let text = fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {}", path.display(), os_reason(&e)))?;
-    let text = match preset {
-        None => text,
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: invalid configuration: {}",
+            path.display(),
+            crate::flatten(&e.to_string())
+        )
+    })?;
+    match preset {
         Some(p) => {
-            let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: invalid configuration: {}",
-                    path.display(),
-                    crate::flatten(&e.to_string())
-                )
-            })?;
             table.insert("preset".into(), toml::Value::String(p.name().into()));
-            toml::to_string(&table)?
         }
-    };
+        None => {
+            table
+                .entry("preset")
+                .or_insert_with(|| toml::Value::String(default.name().into()));
+        }
+    }
+    let text = toml::to_string(&table)?;
     Config::from_toml_str(&text).with_context(|| path.display().to_string())
 }
 

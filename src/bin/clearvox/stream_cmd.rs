@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 
-use clearvox::config::Config;
+use clearvox::config::{Config, Preset};
 use clearvox::io::WavReader;
 use clearvox::stream::source::run_wav;
 use clearvox::stream::{connect, StreamConfig, StreamEvent, StreamStats, Token};
@@ -116,7 +116,10 @@ pub fn pipeline_for(mut config: Config, stream: &StreamConfig) -> Config {
 /// `clearvox stream`.
 pub fn run(args: &StreamCmdArgs) -> Result<ExitCode> {
     let stream = stream_config(&args.url, &args.stream)?;
-    let config = pipeline_for(settings::build_config(&args.pipeline)?, &stream);
+    let config = pipeline_for(
+        settings::build_config(&args.pipeline, Preset::VoiceChat)?,
+        &stream,
+    );
     if args.pipeline.noise_profile.is_some() {
         bail!("--noise-profile is for `enhance`; the stream's gate learns the noise as it goes");
     }
