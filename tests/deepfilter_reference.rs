@@ -94,3 +94,25 @@ fn the_latency_is_the_hop_plus_two_frames_of_lookahead() {
     let df = DeepFilter::new(&DeepFilterConfig::default()).unwrap();
     assert_eq!(df.latency(), 480 + 2 * 480);
 }
+
+#[test]
+fn reset_forgets_everything() {
+    let (input, _, _) = load(&testdata("noisy/us_male__fan__snr0__48k_f32.wav"));
+    let first = 100 * FRAME_LEN;
+    let mut df = DeepFilter::new(&DeepFilterConfig::default()).unwrap();
+    let run = |df: &mut DeepFilter| -> Vec<f32> {
+        let mut x = input[..first].to_vec();
+        for chunk in x.chunks_exact_mut(FRAME_LEN) {
+            df.denoise(chunk.try_into().unwrap());
+        }
+        x
+    };
+    let fresh = run(&mut df);
+    let again = run(&mut df);
+    assert!(
+        fresh != again,
+        "the second pass must start from the first one's state"
+    );
+    df.reset();
+    assert!(run(&mut df) == fresh, "after reset the stage is as new");
+}

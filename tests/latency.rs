@@ -69,6 +69,15 @@ fn rnnoise_is_one_frame_late() {
     assert_eq!(lag(&x, &run_stage(&mut rn, &x)), 480);
 }
 
+#[cfg(feature = "deepfilter")]
+#[test]
+fn deepfilter_is_the_hop_plus_two_frames_late() {
+    let x = clean_speech_48k();
+    let mut df = clearvox::dsp::deepfilter::DeepFilter::new(&Default::default()).unwrap();
+    assert_eq!(df.latency(), 1440);
+    assert_eq!(lag(&x, &run_stage(&mut df, &x)), 1440);
+}
+
 #[test]
 fn gate_latency_for_every_window_geometry() {
     let noise = white_noise(48_000 * 2, 0.3, 2);
