@@ -6,7 +6,7 @@
 //! different band edge, normalisation constant or time constant is a different (and
 //! worse) denoiser, however plausible it looks. All of it works on the spectrum of the
 //! model's STFT, which is scaled so that a full-scale sine has a magnitude near 0.5 in
-//! its bin ([`super::spectrum_window`]).
+//! its bin ([`WindowPair::vorbis`](crate::dsp::stft::WindowPair::vorbis)).
 
 use realfft::num_complex::Complex32;
 

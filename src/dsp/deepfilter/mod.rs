@@ -18,10 +18,10 @@
 //! the frame they enhance, so the output trails the input by the STFT's hop plus two
 //! hops: 1440 samples, 30 ms.
 //!
-//! The networks run on [tract](https://github.com/sonos/tract) ([`model`]); this file
-//! is the streaming stage around them. A [`DeepFilter`] works on whole 480-sample
-//! frames, like every [`Stage`]: the pipeline's framing makes any chunk size give the
-//! same samples.
+//! The networks run on [tract](https://github.com/sonos/tract) ([`model`]);
+//! [`DeepFilter`] is the streaming stage around them. It works on whole 480-sample
+//! frames, like every [`Stage`](crate::dsp::Stage): the pipeline's framing makes any
+//! chunk size give the same samples.
 //!
 //! The settings ([`DeepFilterConfig`]) exist in every build, so that a configuration
 //! reads the same everywhere; the engine needs the cargo feature `deepfilter` (on by

@@ -204,6 +204,14 @@ impl Network {
             .output_outlets()
             .map_err(|e| fail("outputs", e))?
             .to_vec();
+        if input_outlets.len() != inputs.len() {
+            return Err(ModelError(format!(
+                "{file}: {} inputs, expected {} ({})",
+                input_outlets.len(),
+                inputs.len(),
+                inputs.join(", ")
+            )));
+        }
         let inputs = inputs
             .iter()
             .map(|n| find(&input_outlets, n, "input"))
@@ -237,6 +245,22 @@ impl Network {
             outputs,
             inputs,
         })
+    }
+}
+
+impl Network {
+    /// Runs one frame on `state`, with `named` in the order the inputs were named when
+    /// the network was compiled.
+    pub(crate) fn step(
+        &self,
+        state: &mut TypedSimpleState,
+        named: impl IntoIterator<Item = TValue>,
+    ) -> TractResult<TVec<TValue>> {
+        let mut inputs: Vec<Option<TValue>> = vec![None; self.inputs.len()];
+        for (value, &at) in named.into_iter().zip(&self.inputs) {
+            inputs[at] = Some(value);
+        }
+        state.run(inputs.into_iter().flatten().collect())
     }
 }
 

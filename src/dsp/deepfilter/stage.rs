@@ -3,7 +3,7 @@
 
 use realfft::num_complex::Complex32;
 use realfft::RealFftPlanner;
-use tract_onnx::prelude::{TValue, Tensor, TypedSimpleState};
+use tract_onnx::prelude::{Tensor, TypedSimpleState};
 
 use super::features::{
     apply_band_gains, deep_filter, erb_band_widths, norm_alpha, post_filter, FeatureExtractor,
@@ -27,7 +27,7 @@ enum Route {
     Untouched,
 }
 
-/// The DeepFilterNet stage. See the [module documentation](self).
+/// The DeepFilterNet stage. See the [module documentation](super).
 ///
 /// # Examples
 ///
@@ -216,10 +216,8 @@ impl DeepFilter {
         let erb = Tensor::from_shape(&[1, 1, 1, p.erb_bands], &self.erb_feature)?;
         let spec = Tensor::from_shape(&[1, 2, 1, p.df_bins], &self.complex_feature)?;
         let enc = self.model.encoder();
-        let mut inputs: [Option<TValue>; 2] = [None, None];
-        inputs[enc.inputs[0]] = Some(erb.into());
-        inputs[enc.inputs[1]] = Some(spec.into());
-        let out = self.encoder.run(inputs.into_iter().flatten().collect())?;
+        // feat_erb, feat_spec
+        let out = enc.step(&mut self.encoder, [erb.into(), spec.into()])?;
         let get = |i: usize| out[enc.outputs[i]].clone();
         let lsnr = floats(&get(6))?.first().copied().unwrap_or(0.0);
         let route = if lsnr < self.config.noise_only_below_db {
@@ -238,13 +236,7 @@ impl DeepFilter {
                 let dec = self.model.erb_decoder();
                 // emb, e3, e2, e1, e0
                 let named = [get(4), get(3), get(2), get(1), get(0)];
-                let mut inputs: Vec<Option<TValue>> = vec![None; 5];
-                for (value, &at) in named.into_iter().zip(&dec.inputs) {
-                    inputs[at] = Some(value);
-                }
-                let m = self
-                    .erb_decoder
-                    .run(inputs.into_iter().flatten().collect())?;
+                let m = dec.step(&mut self.erb_decoder, named)?;
                 self.gains.copy_from_slice(floats(&m[dec.outputs[0]])?);
                 post_filter(&mut self.gains, self.config.post_filter_beta);
                 apply_band_gains(&mut self.target, &self.gains, self.features.widths());
@@ -252,14 +244,8 @@ impl DeepFilter {
         }
         if route == Route::Full {
             let dec = self.model.df_decoder();
-            let named = [get(4), get(5)];
-            let mut inputs: Vec<Option<TValue>> = vec![None; 2];
-            for (value, &at) in named.into_iter().zip(&dec.inputs) {
-                inputs[at] = Some(value);
-            }
-            let c = self
-                .df_decoder
-                .run(inputs.into_iter().flatten().collect())?;
+            // emb, c0
+            let c = dec.step(&mut self.df_decoder, [get(4), get(5)])?;
             let coefs = floats(&c[dec.outputs[0]])?;
             let depth = self.history.len() as u64;
             let first = current.wrapping_sub((order - 1 - df_lookahead) as u64);
