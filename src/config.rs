@@ -451,10 +451,7 @@ impl Config {
         }
         self.deepfilter.validate()?;
         if self.denoiser == Denoiser::DeepFilter && !cfg!(feature = "deepfilter") {
-            return Err(Error::NotBuilt {
-                what: "the denoiser 'deepfilter'",
-                feature: "deepfilter",
-            });
+            return Err(Error::deepfilter_not_built());
         }
         self.gate.validate()?;
         self.agc.validate()?;
@@ -479,7 +476,8 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
     }
 }
 
-fn one_line(s: &str) -> String {
+/// `s` with every run of whitespace, line breaks included, as one space.
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

@@ -129,6 +129,16 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// A configuration asks for DeepFilterNet in a build without the `deepfilter` feature.
+    pub(crate) fn deepfilter_not_built() -> Self {
+        Error::NotBuilt {
+            what: "the denoiser 'deepfilter'",
+            feature: "deepfilter",
+        }
+    }
+}
+
 /// Shorthand for results of this crate.
 ///
 /// # Examples

@@ -139,16 +139,16 @@ impl Chain {
         } else {
             None
         };
-        let rnn_latency = denoiser.as_ref().map_or(0, |r| r.latency());
+        let denoiser_latency = denoiser.as_ref().map_or(0, |r| r.latency());
         let gate_latency = gate.as_ref().map_or(0, |g| g.latency());
         Ok(Self {
             assembler: [0.0; FRAME_LEN],
             fill: 0,
             energy_vad: denoiser.is_none().then(EnergyVoiceDetector::new),
             vad: VadStateMachine::new(&config.vad)?,
-            guide_delay: DelayLine::new(if gate.is_some() { rnn_latency } else { 0 }),
+            guide_delay: DelayLine::new(if gate.is_some() { denoiser_latency } else { 0 }),
             guide: [0.0; FRAME_LEN],
-            dry_delay: DelayLine::new(rnn_latency + gate_latency),
+            dry_delay: DelayLine::new(denoiser_latency + gate_latency),
             dry: [0.0; FRAME_LEN],
             frames: 0,
             highpass,
@@ -265,13 +265,9 @@ fn build_denoiser(config: &Config) -> Result<Option<Box<dyn Stage>>> {
         Denoiser::DeepFilter => Some(Box::new(crate::dsp::deepfilter::DeepFilter::new(
             &config.deepfilter,
         )?)),
+        // `Config::validate` refuses it first; this arm only keeps the match whole.
         #[cfg(not(feature = "deepfilter"))]
-        Denoiser::DeepFilter => {
-            return Err(Error::NotBuilt {
-                what: "the denoiser 'deepfilter'",
-                feature: "deepfilter",
-            })
-        }
+        Denoiser::DeepFilter => return Err(Error::deepfilter_not_built()),
     })
 }
 

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tract_onnx::prelude::*;
 use tract_pulse::model::{PulsedModel, PulsedModelExt};
 
+use crate::config::one_line;
+
 /// Why a model could not be loaded: one line, naming the file or key at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -433,8 +435,4 @@ fn unpack(bytes: &[u8]) -> Result<HashMap<String, Vec<u8>>> {
         return Err(ModelError("not a .tar.gz archive with files in it".into()));
     }
     Ok(files)
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

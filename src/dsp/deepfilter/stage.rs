@@ -90,13 +90,19 @@ fn new_state(network: &model::Network) -> Result<TypedSimpleState> {
 impl DeepFilter {
     /// A stage with the model `config` names (compiling it on first use).
     pub fn new(config: &DeepFilterConfig) -> Result<Self> {
+        // Settings first: a bad value is reported without compiling a model.
         config.validate()?;
-        Self::with_model(config.load_model()?, config)
+        Self::build(config.load_model()?, config)
     }
 
     /// A stage on an already compiled model (cheap: the model is shared).
     pub fn with_model(model: DeepFilterModel, config: &DeepFilterConfig) -> Result<Self> {
         config.validate()?;
+        Self::build(model, config)
+    }
+
+    /// The stage, for settings already validated.
+    fn build(model: DeepFilterModel, config: &DeepFilterConfig) -> Result<Self> {
         let p = model.params().clone();
         let windows = WindowPair::vorbis(p.fft_size, p.hop)?;
         let mut planner = RealFftPlanner::new();
@@ -140,8 +146,8 @@ impl DeepFilter {
         &self.model
     }
 
-    /// Frames whose networks failed to run (each passed through unprocessed). Zero
-    /// unless tract itself failed.
+    /// Frames whose networks failed to run (each output with what had been applied
+    /// before the failure; local SNR 0). Zero unless tract itself failed.
     pub fn failures(&self) -> u64 {
         self.failures
     }
