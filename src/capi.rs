@@ -145,11 +145,7 @@ fn entry(f: impl FnOnce() -> CvResult) -> CvStatus {
             status
         }
         Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let what = crate::error::panic_message(payload.as_ref());
             set_error(format!("internal error: {what}"));
             CvStatus::CV_ERR_PANIC
         }

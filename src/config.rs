@@ -18,12 +18,13 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::dsp::agc::AgcConfig;
-use crate::dsp::convert::{check_sample_rate, ChannelMode};
+use crate::dsp::convert::ChannelMode;
 use crate::dsp::deepfilter::DeepFilterConfig;
 use crate::dsp::resample::ResamplerKind;
 use crate::dsp::spectral_gate::{GateConfig, GateMode};
 use crate::dsp::vad::VadConfig;
 use crate::error::{Error, Result};
+use crate::limits::check_sample_rate;
 
 /// Named starting points for a [`Config`].
 ///

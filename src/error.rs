@@ -13,11 +13,12 @@ use std::path::PathBuf;
 /// # Examples
 ///
 /// ```
+/// use clearvox::limits::LimitError;
 /// use clearvox::{Config, Error, Pipeline};
 ///
 /// // 4 kHz is below what the pipeline takes.
 /// let err = Pipeline::new(&Config::default(), 4_000, 1).unwrap_err();
-/// assert!(matches!(err, Error::UnsupportedSampleRate { rate: 4_000, .. }));
+/// assert!(matches!(err, Error::Limit(LimitError::SampleRate { rate: 4_000 })));
 /// assert_eq!(
 ///     err.to_string(),
 ///     "unsupported sample rate 4000 Hz: supported are 8000 Hz to 192000 Hz"
@@ -36,34 +37,9 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    /// A sample rate outside the supported range.
-    #[error("unsupported sample rate {rate} Hz: supported are {min} Hz to {max} Hz")]
-    UnsupportedSampleRate {
-        /// The rate that was given.
-        rate: u32,
-        /// Lowest supported rate.
-        min: u32,
-        /// Highest supported rate.
-        max: u32,
-    },
-
-    /// A channel count outside the supported range.
-    #[error("unsupported channel count {channels}: supported are 1 to {max} channels")]
-    UnsupportedChannels {
-        /// The count that was given.
-        channels: usize,
-        /// Highest supported count.
-        max: usize,
-    },
-
-    /// A channel was selected that the input does not have.
-    #[error("channel {channel} selected, but the input has only {channels} channel(s) (channels count from 0)")]
-    NoSuchChannel {
-        /// The selected channel (0-based).
-        channel: usize,
-        /// The channels the input has.
-        channels: usize,
-    },
+    /// A sample rate, channel count or channel selection outside what clearvox accepts.
+    #[error(transparent)]
+    Limit(#[from] crate::limits::LimitError),
 
     /// An interleaved buffer whose length is not a whole number of frames.
     #[error(
@@ -158,3 +134,21 @@ impl Error {
 /// # Ok::<(), clearvox::Error>(())
 /// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The message a panic was raised with, from the payload `catch_unwind` returns.
+///
+/// The C ABI and the CLI turn a panic into an "internal error: …" rather than an abort
+/// or a backtrace; this is the "…". A payload that is neither a `&str` nor a `String`
+/// (a `panic_any` with another type) is "unknown panic".
+///
+/// ```
+/// let payload = std::panic::catch_unwind(|| panic!("index {} out of range", 7)).unwrap_err();
+/// assert_eq!(clearvox::error::panic_message(payload.as_ref()), "index 7 out of range");
+/// ```
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}

@@ -68,6 +68,7 @@ pub mod dsp;
 pub mod engine;
 pub mod error;
 pub mod io;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 #[cfg(feature = "stream")]

@@ -5,39 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-
-/// Lowest input or output sample rate accepted.
-pub const MIN_SAMPLE_RATE: u32 = 8_000;
-/// Highest input or output sample rate accepted.
-pub const MAX_SAMPLE_RATE: u32 = 192_000;
-/// Most channels an input may have.
-pub const MAX_CHANNELS: usize = 8;
-
-/// Checks that a sample rate is within [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`].
-pub fn check_sample_rate(rate: u32) -> Result<()> {
-    if (MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedSampleRate {
-            rate,
-            min: MIN_SAMPLE_RATE,
-            max: MAX_SAMPLE_RATE,
-        })
-    }
-}
-
-/// Checks that a channel count is within 1..=[`MAX_CHANNELS`].
-pub fn check_channels(channels: usize) -> Result<()> {
-    if (1..=MAX_CHANNELS).contains(&channels) {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedChannels {
-            channels,
-            max: MAX_CHANNELS,
-        })
-    }
-}
+use crate::limits::{check_channels, LimitError};
 
 /// An integer or float PCM sample encoding (little-endian where stored as bytes).
 ///
@@ -316,7 +284,7 @@ pub enum ChannelMode {
 /// let right = Downmixer::new(2, ChannelMode::Channel(1))?;
 /// right.process(&stereo, &mut mono);
 /// assert_eq!(mono, [0.25, -0.25]);
-/// # Ok::<(), clearvox::Error>(())
+/// # Ok::<(), clearvox::limits::LimitError>(())
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Downmixer {
@@ -327,11 +295,11 @@ pub struct Downmixer {
 impl Downmixer {
     /// A downmixer for `channels`-channel input; fails if the count or the chosen channel
     /// is not supported.
-    pub fn new(channels: usize, mode: ChannelMode) -> Result<Self> {
+    pub fn new(channels: usize, mode: ChannelMode) -> Result<Self, LimitError> {
         check_channels(channels)?;
         if let ChannelMode::Channel(c) = mode {
             if c >= channels {
-                return Err(Error::NoSuchChannel {
+                return Err(LimitError::NoSuchChannel {
                     channel: c,
                     channels,
                 });
@@ -425,18 +393,9 @@ mod tests {
         assert_eq!(y, [0.0, 0.5, 1.0]);
         assert!(matches!(
             Downmixer::new(2, ChannelMode::Channel(2)),
-            Err(Error::NoSuchChannel { .. })
+            Err(LimitError::NoSuchChannel { .. })
         ));
         assert!(Downmixer::new(0, ChannelMode::Downmix).is_err());
         assert!(Downmixer::new(9, ChannelMode::Downmix).is_err());
-    }
-
-    #[test]
-    fn rate_limits() {
-        assert!(check_sample_rate(8_000).is_ok());
-        assert!(check_sample_rate(192_000).is_ok());
-        assert!(check_sample_rate(7_999).is_err());
-        assert!(check_sample_rate(768_000).is_err());
-        assert!(check_sample_rate(0).is_err());
     }
 }

@@ -11,7 +11,7 @@ use cpal::{
 use serde::{Deserialize, Serialize};
 
 use super::EngineError;
-use crate::dsp::convert::{check_channels, check_sample_rate};
+use crate::limits::{check_channels, check_sample_rate};
 
 /// Which device to open.
 ///

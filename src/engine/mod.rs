@@ -567,7 +567,7 @@ impl Engine {
         let channels = input_config.channels as usize;
 
         // The callback reduces to mono; the pipeline takes one channel.
-        let downmix = Downmixer::new(channels, cfg.pipeline.channel)?;
+        let downmix = Downmixer::new(channels, cfg.pipeline.channel).map_err(crate::Error::from)?;
         let pipeline_config = Config {
             channel: ChannelMode::Downmix,
             ..cfg.pipeline.clone()

@@ -121,25 +121,9 @@ pub enum WavError {
         supported: &'static str,
     },
 
-    /// A channel count outside 1..=[`MAX_CHANNELS`](crate::dsp::convert::MAX_CHANNELS).
-    #[error("unsupported channel count {channels}: supported are 1 to {max} channels")]
-    UnsupportedChannels {
-        /// The count found.
-        channels: u16,
-        /// Highest supported count.
-        max: usize,
-    },
-
-    /// A sample rate outside the supported range.
-    #[error("unsupported sample rate {rate} Hz: supported are {min} Hz to {max} Hz")]
-    UnsupportedSampleRate {
-        /// The rate found.
-        rate: u32,
-        /// Lowest supported rate.
-        min: u32,
-        /// Highest supported rate.
-        max: u32,
-    },
+    /// A channel count or sample rate outside what clearvox reads and writes.
+    #[error(transparent)]
+    Limit(#[from] crate::limits::LimitError),
 
     /// The header's bytes per frame disagree with its channels and sample size.
     #[error("inconsistent WAV header: block align is {block_align} bytes, but {channels} channel(s) of {bytes}-byte samples need {expected}")]
@@ -243,11 +227,26 @@ pub(crate) const GUID_TAIL: [u8; 12] = [
 /// The OS's description of an I/O error, without the trailing " (os error N)".
 ///
 /// Users need "No such file or directory", not the errno behind it.
-pub(crate) fn os_reason(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" (os error ") {
-        Some(i) if s.ends_with(')') => s[..i].to_string(),
-        _ => s,
+pub fn os_reason(e: &std::io::Error) -> String {
+    without_os_error_number(&e.to_string()).to_string()
+}
+
+/// `text` without a trailing " (os error N)", for messages that carry an I/O error's
+/// text inside their own (an error chain shown as one line).
+///
+/// ```
+/// use clearvox::io::without_os_error_number;
+///
+/// let shown = "cannot open in.wav: No such file or directory (os error 2)";
+/// assert_eq!(
+///     without_os_error_number(shown),
+///     "cannot open in.wav: No such file or directory"
+/// );
+/// ```
+pub fn without_os_error_number(text: &str) -> &str {
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => &text[..i],
+        _ => text,
     }
 }
 
@@ -262,20 +261,8 @@ pub(crate) fn write_error(path: &Path, e: std::io::Error) -> WavError {
 
 /// Checks a channel count and rate against what clearvox reads and writes.
 fn check_spec(sample_rate: u32, channels: u16) -> Result<(), WavError> {
-    use crate::dsp::convert::{MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
-    if channels == 0 || channels as usize > MAX_CHANNELS {
-        return Err(WavError::UnsupportedChannels {
-            channels,
-            max: MAX_CHANNELS,
-        });
-    }
-    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sample_rate) {
-        return Err(WavError::UnsupportedSampleRate {
-            rate: sample_rate,
-            min: MIN_SAMPLE_RATE,
-            max: MAX_SAMPLE_RATE,
-        });
-    }
+    crate::limits::check_channels(usize::from(channels))?;
+    crate::limits::check_sample_rate(sample_rate)?;
     Ok(())
 }
 

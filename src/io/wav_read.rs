@@ -796,6 +796,7 @@ fn parse_fmt<R: Read>(r: &mut R, size: u32) -> Result<WavSpec, WavError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::LimitError;
 
     /// A byte source that can only be read (no `Seek`), at most `step` bytes a call,
     /// like a pipe delivering in pieces.
@@ -1399,13 +1400,13 @@ mod tests {
         for ch in [0u16, 9, 32] {
             let e = refused(&wav(fmt_body(1, ch, 8_000, 16, ch * 2), &[0; 128]));
             assert!(
-                matches!(e, WavError::UnsupportedChannels { channels, max: 8 } if channels == ch)
+                matches!(e, WavError::Limit(LimitError::Channels { channels }) if channels == usize::from(ch))
             );
             says(&e, &[&format!("channel count {ch}:"), "1 to 8 channels"]);
         }
         for rate in [0u32, 7_999, 192_001, 768_000] {
             let e = refused(&wav(plain_fmt(1, 1, rate, 16), &[0; 4]));
-            assert!(matches!(e, WavError::UnsupportedSampleRate { rate: r, .. } if r == rate));
+            assert!(matches!(e, WavError::Limit(LimitError::SampleRate { rate: r }) if r == rate));
             says(&e, &[&format!("rate {rate} Hz"), "8000 Hz to 192000 Hz"]);
         }
     }

@@ -540,6 +540,7 @@ fn header(
 mod tests {
     use super::*;
     use crate::io::{read_wav, read_wav_file};
+    use crate::limits::LimitError;
 
     fn files_in(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
@@ -782,17 +783,17 @@ mod tests {
         let e = WavFileWriter::create(&p, 4_000, 1, OutputFormat::S16).unwrap_err();
         assert!(matches!(
             e,
-            WavError::UnsupportedSampleRate { rate: 4_000, .. }
+            WavError::Limit(LimitError::SampleRate { rate: 4_000 })
         ));
         let e = WavFileWriter::create(&p, 48_000, 0, OutputFormat::S16).unwrap_err();
         assert!(matches!(
             e,
-            WavError::UnsupportedChannels { channels: 0, .. }
+            WavError::Limit(LimitError::Channels { channels: 0 })
         ));
         let e = write_wav_to(Vec::new(), 48_000, 9, OutputFormat::S16, &[]).unwrap_err();
         assert!(matches!(
             e,
-            WavError::UnsupportedChannels { channels: 9, .. }
+            WavError::Limit(LimitError::Channels { channels: 9 })
         ));
 
         let mut w = WavFileWriter::create(&p, 48_000, 2, OutputFormat::S24).unwrap();

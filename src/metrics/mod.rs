@@ -51,27 +51,21 @@ use realfft::num_complex::Complex;
 use realfft::RealFftPlanner;
 use serde::Serialize;
 
-use crate::error::Result;
-
 pub use self::stoi::stoi;
 
 /// Why a metric could not score a pair of signals.
 ///
-/// The metrics return the crate's [`Error`](crate::Error), which carries this as
-/// [`Error::Metric`](crate::Error::Metric).
+/// The crate's [`Error`](crate::Error) carries it as [`Error::Metric`](crate::Error::Metric),
+/// so `?` takes it into a function that returns `clearvox::Result`.
 ///
 /// # Examples
 ///
 /// ```
 /// use clearvox::metrics::{stoi, MetricError};
-/// use clearvox::Error;
 ///
 /// let reference = vec![0.0f32; 16_000];
 /// let err = stoi(&reference, &reference[..8_000], 16_000).unwrap_err();
-/// assert!(matches!(
-///     err,
-///     Error::Metric(MetricError::LengthMismatch { reference: 16_000, test: 8_000 })
-/// ));
+/// assert_eq!(err, MetricError::LengthMismatch { reference: 16_000, test: 8_000 });
 /// assert_eq!(
 ///     err.to_string(),
 ///     "the reference has 16000 samples but the test signal has 8000: \
@@ -115,6 +109,10 @@ pub enum MetricError {
         /// Frames needed.
         needed: usize,
     },
+
+    /// The sample rate is outside what clearvox accepts.
+    #[error(transparent)]
+    Limit(#[from] crate::limits::LimitError),
 }
 
 /// Returns an error naming the signal if any sample is NaN or infinite.
@@ -500,7 +498,7 @@ pub fn compare(
     test: &[f32],
     sample_rate: u32,
     max_lag: usize,
-) -> Result<Comparison> {
+) -> Result<Comparison, MetricError> {
     check_finite(reference, "reference")?;
     check_finite(test, "test")?;
     let delay = estimate_delay(reference, test, max_lag);
@@ -842,8 +840,8 @@ mod tests {
     #[test]
     fn stoi_errors() {
         let x = speechy(16_000, 16_000.0);
-        let err = |r: Result<f64>| match r {
-            Err(crate::Error::Metric(e)) => e,
+        let err = |r: Result<f64, MetricError>| match r {
+            Err(e) => e,
             other => panic!("expected a metric error, got {other:?}"),
         };
         assert_eq!(
@@ -876,11 +874,15 @@ mod tests {
         ));
         assert!(matches!(
             stoi(&x, &x, 0),
-            Err(crate::Error::UnsupportedSampleRate { rate: 0, .. })
+            Err(MetricError::Limit(crate::limits::LimitError::SampleRate {
+                rate: 0
+            }))
         ));
         assert!(matches!(
             stoi(&x, &x, 1_000_000),
-            Err(crate::Error::UnsupportedSampleRate { .. })
+            Err(MetricError::Limit(
+                crate::limits::LimitError::SampleRate { .. }
+            ))
         ));
         // the message says what is wrong
         let msg = crate::Error::from(MetricError::TooShort {

@@ -26,8 +26,7 @@
 use realfft::RealFftPlanner;
 
 use super::{check_finite, MetricError};
-use crate::dsp::convert::check_sample_rate;
-use crate::error::Result;
+use crate::limits::check_sample_rate;
 
 /// Rate at which STOI is defined.
 const STOI_RATE: u32 = 10_000;
@@ -60,8 +59,8 @@ const EPS: f64 = f64::EPSILON;
 /// (31 frames kept by the silence detector), else [`MetricError::TooShort`]: pystoi
 /// returns a placeholder `1e-5` in that case, which is easy to mistake for a score.
 ///
-/// Any rate in [`MIN_SAMPLE_RATE`](crate::dsp::convert::MIN_SAMPLE_RATE)..=
-/// [`MAX_SAMPLE_RATE`](crate::dsp::convert::MAX_SAMPLE_RATE) works. The resampling
+/// Any rate in [`MIN_SAMPLE_RATE`](crate::limits::MIN_SAMPLE_RATE)..=
+/// [`MAX_SAMPLE_RATE`](crate::limits::MAX_SAMPLE_RATE) works. The resampling
 /// filter's length grows with the reduced ratio to 10 kHz: rates sharing a large
 /// factor with it (8, 16, 24, 32, 48, 96 kHz) need under 4k taps, 44.1 kHz needs 32k,
 /// and a rate with no common factor (say 44 101 Hz) needs millions (up to 14 million,
@@ -70,7 +69,7 @@ const EPS: f64 = f64::EPSILON;
 /// Defined values: a reference that is exactly silent throughout scores 0 (as in
 /// pystoi: every frame is kept and every correlation is 0). Errors: lengths differ,
 /// a NaN/infinite sample, an unsupported sample rate, or too little speech.
-pub fn stoi(reference: &[f32], test: &[f32], sample_rate: u32) -> Result<f64> {
+pub fn stoi(reference: &[f32], test: &[f32], sample_rate: u32) -> Result<f64, MetricError> {
     if reference.len() != test.len() {
         return Err(MetricError::LengthMismatch {
             reference: reference.len(),

@@ -38,7 +38,7 @@ use std::collections::VecDeque;
 
 use crate::config::{Config, Denoiser};
 use crate::dsp::agc::Agc;
-use crate::dsp::convert::{check_sample_rate, sanitize, Downmixer, PcmSample};
+use crate::dsp::convert::{sanitize, Downmixer, PcmSample};
 use crate::dsp::delay::DelayLine;
 use crate::dsp::highpass::Highpass;
 use crate::dsp::resample::StreamResampler;
@@ -47,6 +47,7 @@ use crate::dsp::spectral_gate::{GateMode, NoiseProfile, SpectralGate};
 use crate::dsp::vad::{EnergyVoiceDetector, VadEvent, VadStateMachine};
 use crate::dsp::{db_to_gain, Frame, FrameInfo, Stage, FRAME_LEN, SAMPLE_RATE};
 use crate::error::{Error, Result};
+use crate::limits::check_sample_rate;
 
 pub use hotswap::HotSwap;
 pub use sink::{

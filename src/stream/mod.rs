@@ -168,8 +168,7 @@ impl StreamConfig {
     /// Checks every value.
     pub fn validate(&self) -> Result<(), StreamError> {
         let rate = self.rate();
-        crate::dsp::convert::check_sample_rate(rate)
-            .map_err(|e| StreamError::Config(e.to_string()))?;
+        crate::limits::check_sample_rate(rate).map_err(|e| StreamError::Config(e.to_string()))?;
         if self.protocol == Protocol::Openai && rate != protocol::OPENAI_RATE {
             return Err(StreamError::Config(format!(
                 "the OpenAI Realtime API takes PCM16 at {} Hz only, not {rate} Hz",

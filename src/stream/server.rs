@@ -143,8 +143,8 @@ use super::protocol::{
     openai_append_samples, pcm16_from_bytes, Control, Protocol, OPENAI_MIN_COMMIT_MS, OPENAI_RATE,
     RESUME_HEADER, SESSION_HEADER,
 };
-use crate::dsp::convert::{MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 use crate::io::os_reason;
+use crate::limits::{MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 use session::{without_audio, Session, FORMAT_LINE};
 
 /// Longest a client may take for the TLS and WebSocket handshakes.

@@ -25,8 +25,9 @@ use crate::levels::{segments, LevelMeter};
 use crate::plan::{self, Input, Job, Output};
 use crate::progress::Ui;
 use crate::report::{self, Failure, FileReport, Report, Totals};
-use crate::settings::{self, os_reason, Settings};
+use crate::settings::{self, Settings};
 use crate::EnhanceArgs;
+use clearvox::io::os_reason;
 
 /// Input frames read and processed per step.
 const CHUNK_FRAMES: usize = 4096;

@@ -536,11 +536,7 @@ pub fn catch<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
+            let what = clearvox::error::panic_message(payload.as_ref());
             Err(anyhow::anyhow!("internal error: {what}"))
         }
     }
@@ -551,7 +547,7 @@ pub fn catch<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
-        let text = flatten(&without_errno(&cause.to_string()));
+        let text = flatten(clearvox::io::without_os_error_number(&cause.to_string()));
         if text.is_empty() || line.contains(&text) {
             continue;
         }
@@ -561,14 +557,6 @@ pub fn one_line(e: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
-}
-
-/// An OS error's text without the trailing " (os error N)".
-pub fn without_errno(s: &str) -> String {
-    match s.rfind(" (os error ") {
-        Some(i) if s.ends_with(')') => s[..i].to_string(),
-        _ => s.to_string(),
-    }
 }
 
 /// `e` as an error about `what` (e.g. "noise profile") read from `path`: the path is

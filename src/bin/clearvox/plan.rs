@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::settings::os_reason;
+use clearvox::io::os_reason;
 
 /// Where a job reads from.
 #[derive(Clone, Debug, PartialEq, Eq)]

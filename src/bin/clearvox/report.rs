@@ -10,7 +10,7 @@ use serde::Serialize;
 use clearvox::config::Config;
 
 use crate::levels::Segment;
-use crate::settings::os_reason;
+use clearvox::io::os_reason;
 
 /// What happened to one file that was enhanced.
 #[derive(Clone, Debug, Serialize)]

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use clearvox::config::{Config, Preset};
-use clearvox::dsp::convert::check_sample_rate;
 use clearvox::dsp::spectral_gate::GateMode;
 use clearvox::io::{read_wav_file, OutputFormat};
+use clearvox::limits::check_sample_rate;
 
 use crate::{GateArg, PipelineArgs, Switch};
 
@@ -72,8 +72,13 @@ pub fn build_config(args: &PipelineArgs, default: Preset) -> Result<Config> {
 /// Reads a TOML configuration; `preset` (from `--preset`) replaces the file's own,
 /// and `default` stands in when neither names one.
 fn config_file(path: &Path, preset: Option<Preset>, default: Preset) -> Result<Config> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {}", path.display(), os_reason(&e)))?;
+    let text = fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {}: {}",
+            path.display(),
+            clearvox::io::os_reason(&e)
+        )
+    })?;
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
         anyhow::anyhow!(
             "{}: invalid configuration: {}",
@@ -108,9 +113,4 @@ pub fn read_noise_clip(args: &PipelineArgs) -> Result<Option<NoiseClip>> {
         warnings: audio.warnings,
         samples: audio.samples,
     }))
-}
-
-/// The OS's description of an I/O error, without " (os error N)".
-pub fn os_reason(e: &std::io::Error) -> String {
-    crate::without_errno(&e.to_string())
 }

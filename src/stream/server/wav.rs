@@ -165,7 +165,7 @@ fn header_rate(h: &[u8]) -> Option<u32> {
         return None;
     }
     let rate = u32_at(h, 24)?;
-    use crate::dsp::convert::{MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
+    use crate::limits::{MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
     (MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE)
         .contains(&rate)
         .then_some(rate)
