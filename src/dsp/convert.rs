@@ -7,7 +7,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{check_channels, LimitError};
 
+/// A sample-format name that a parser does not know.
+///
+/// One type for the three format enums' `FromStr`: [`SampleFormat`] (what a WAV file
+/// or a byte stream may carry), [`OutputFormat`](crate::io::OutputFormat) (what
+/// clearvox writes) and `engine::DeviceFormat` (what an audio device delivers). The
+/// message names what was parsed, the text given and the names accepted.
+///
+/// ```
+/// use clearvox::io::OutputFormat;
+///
+/// let err = "mp3".parse::<OutputFormat>().unwrap_err();
+/// assert_eq!(err.given(), "mp3");
+/// assert_eq!(err.to_string(), "unknown output format \"mp3\": supported are s16, s24 and f32");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} \"{given}\": supported are {supported}")]
+pub struct ParseFormatError {
+    what: &'static str,
+    given: String,
+    supported: &'static str,
+}
+
+impl ParseFormatError {
+    /// An error for `given`, which is not one of `supported` (a list for people: "s16,
+    /// s24 and f32") names of a `what` ("output format").
+    pub fn new(what: &'static str, given: &str, supported: &'static str) -> Self {
+        Self {
+            what,
+            given: given.to_string(),
+            supported,
+        }
+    }
+
+    /// The text that was given.
+    pub fn given(&self) -> &str {
+        &self.given
+    }
+}
+
 /// An integer or float PCM sample encoding (little-endian where stored as bytes).
+///
+/// Every encoding the WAV reader and the byte-stream decoders take: it is the widest of
+/// the three format enums, because input comes from anywhere.
+/// [`OutputFormat`](crate::io::OutputFormat) is the narrower set clearvox writes, and
+/// `engine::DeviceFormat` the set audio devices open with.
 ///
 /// # Examples
 ///

@@ -66,6 +66,12 @@ impl fmt::Display for DeviceSelector {
 
 /// A device sample format the engine can open a stream with.
 ///
+/// These are the formats cpal devices deliver natively (16- and 32-bit integer,
+/// unsigned 16-bit, float), which is why this is neither
+/// [`SampleFormat`](crate::dsp::convert::SampleFormat) (file encodings, with packed
+/// 24-bit and 8-bit) nor [`OutputFormat`](crate::io::OutputFormat) (what clearvox
+/// writes). `i16` and `i32` are accepted as names beside `s16` and `s32`.
+///
 /// # Examples
 ///
 /// ```
@@ -84,8 +90,11 @@ impl fmt::Display for DeviceSelector {
 /// # let _ = config;
 ///
 /// let err = "s24".parse::<DeviceFormat>().unwrap_err();
-/// assert_eq!(err, "unknown sample format 's24': supported are s16, s32, f32, u16");
-/// # Ok::<(), String>(())
+/// assert_eq!(
+///     err.to_string(),
+///     "unknown device sample format \"s24\": supported are s16, s32, f32 and u16"
+/// );
+/// # Ok::<(), clearvox::dsp::convert::ParseFormatError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -134,7 +143,7 @@ impl DeviceFormat {
 }
 
 impl FromStr for DeviceFormat {
-    type Err = String;
+    type Err = crate::dsp::convert::ParseFormatError;
 
     /// `s16`/`i16`, `s32`/`i32`, `f32`, `u16`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -143,8 +152,10 @@ impl FromStr for DeviceFormat {
             "s32" | "i32" => Ok(DeviceFormat::I32),
             "f32" => Ok(DeviceFormat::F32),
             "u16" => Ok(DeviceFormat::U16),
-            other => Err(format!(
-                "unknown sample format '{other}': supported are s16, s32, f32, u16"
+            _ => Err(crate::dsp::convert::ParseFormatError::new(
+                "device sample format",
+                s,
+                "s16, s32, f32 and u16",
             )),
         }
     }
@@ -518,9 +529,8 @@ mod tests {
             DeviceSelector::Name("USB Mic".into())
         );
         assert_eq!("s16".parse::<DeviceFormat>().unwrap(), DeviceFormat::I16);
-        assert!("a-law"
-            .parse::<DeviceFormat>()
-            .unwrap_err()
-            .contains("supported"));
+        let err = "a-law".parse::<DeviceFormat>().unwrap_err();
+        assert_eq!(err.given(), "a-law");
+        assert!(err.to_string().contains("supported are s16"), "{err}");
     }
 }

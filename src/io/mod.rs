@@ -154,10 +154,6 @@ pub enum WavError {
         channels: u16,
     },
 
-    /// An output format name that is not one of `s16`, `s24`, `f32`.
-    #[error("unknown output format \"{0}\": supported are s16, s24 and f32")]
-    UnknownOutputFormat(String),
-
     /// The folder the output should go to does not exist.
     #[error("output folder does not exist: {}", .0.display())]
     OutputFolderMissing(PathBuf),

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::{check_spec, os_reason, write_error, WavError, GUID_TAIL};
-use crate::dsp::convert::{f32_to_i16, SampleFormat};
+use crate::dsp::convert::{f32_to_i16, ParseFormatError, SampleFormat};
 
 /// Largest data chunk written, in bytes: the RIFF size field (data plus up to 60 bytes
 /// of header) must still fit in 32 bits. RF64 output is not written.
@@ -36,7 +36,9 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// The sample encoding of a written WAV file.
 ///
 /// Three are enough: 16-bit for size and compatibility, 24-bit for masters, float for
-/// headroom and exactness (the pipeline works in `f32`).
+/// headroom and exactness (the pipeline works in `f32`). That is why this is not
+/// [`SampleFormat`], which also has the 8- and 32-bit integer encodings files may come
+/// in; [`OutputFormat::for_input`] maps one to the other.
 ///
 /// # Examples
 ///
@@ -57,7 +59,7 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 ///     err.to_string(),
 ///     "unknown output format \"mp3\": supported are s16, s24 and f32"
 /// );
-/// # Ok::<(), clearvox::io::WavError>(())
+/// # Ok::<(), clearvox::dsp::convert::ParseFormatError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -133,7 +135,7 @@ impl std::fmt::Display for OutputFormat {
 }
 
 impl FromStr for OutputFormat {
-    type Err = WavError;
+    type Err = ParseFormatError;
 
     /// Parses `s16`, `s24` or `f32` (any case, surrounding spaces ignored).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -141,7 +143,7 @@ impl FromStr for OutputFormat {
         Self::ALL
             .into_iter()
             .find(|f| f.name().eq_ignore_ascii_case(t))
-            .ok_or_else(|| WavError::UnknownOutputFormat(s.to_string()))
+            .ok_or_else(|| ParseFormatError::new("output format", s, "s16, s24 and f32"))
     }
 }
 

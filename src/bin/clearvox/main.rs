@@ -270,7 +270,9 @@ pub struct LiveArgs {
 }
 
 #[cfg(feature = "device")]
-fn parse_device_format(s: &str) -> Result<clearvox::engine::DeviceFormat, String> {
+fn parse_device_format(
+    s: &str,
+) -> Result<clearvox::engine::DeviceFormat, clearvox::dsp::convert::ParseFormatError> {
     s.parse()
 }
 
