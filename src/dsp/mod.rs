@@ -33,14 +33,19 @@ pub const FRAME_LEN: usize = 480;
 /// ```
 /// use clearvox::dsp::{Frame, FRAME_LEN};
 ///
-/// let signal = vec![0.25f32; 3 * FRAME_LEN];
-/// for chunk in signal.chunks_exact(FRAME_LEN) {
-///     let frame: &Frame = chunk.try_into().expect("chunks_exact gives whole frames");
-///     assert_eq!(frame.len(), 480);
+/// /// The mean power of 10 ms of audio: a frame-sized array, so no length check.
+/// fn power(frame: &Frame) -> f32 {
+///     frame.iter().map(|x| x * x).sum::<f32>() / FRAME_LEN as f32
 /// }
 ///
-/// let silence: Frame = [0.0; FRAME_LEN];
-/// assert!(silence.iter().all(|&x| x == 0.0));
+/// // 30 ms and a little more: three whole frames; the rest waits for more input.
+/// let signal = vec![0.5f32; 3 * FRAME_LEN + 100];
+/// let frames: Vec<&Frame> = signal
+///     .chunks_exact(FRAME_LEN)
+///     .map(|chunk| chunk.try_into().expect("chunks_exact gives whole frames"))
+///     .collect();
+/// assert_eq!(frames.len(), 3);
+/// assert!(frames.iter().all(|frame| (power(frame) - 0.25).abs() < 1e-6));
 /// ```
 pub type Frame = [f32; FRAME_LEN];
 

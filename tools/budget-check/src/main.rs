@@ -1,6 +1,9 @@
 //! `budget-check`: checks clearvox's performance budgets (`benches/budgets.toml`) and
 //! exits non-zero on any violation.
 //!
+//! A development tool of the clearvox source tree (an unpublished workspace member, so
+//! `cargo install clearvox` never installs it); run it with `cargo run -p budget-check`.
+//!
 //! - **timing**: criterion's medians (`target/criterion`, from `cargo bench --bench
 //!   pipeline`) as ratios to RNNoise alone measured in the same run, against ratio budgets;
 //! - **instructions**: gungraun's callgrind counts (`target/gungraun`, from `cargo bench
@@ -80,8 +83,14 @@ struct Args {
     calibrate: bool,
 }
 
+/// The clearvox source tree this tool belongs to (it lives in `tools/budget-check`):
+/// the budgets, the test recordings and the benches' results are found there.
 fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn target_dir() -> PathBuf {

@@ -18,7 +18,7 @@ fn checker() -> Command {
 }
 
 fn benches_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches")
 }
 
 fn committed_budgets() -> toml::Table {
