@@ -233,7 +233,7 @@ pub fn save_baseline(path: &Path, counts: &BTreeMap<String, u64>) -> Result<()> 
     let mut text = String::from(
         "# Instruction counts of benches/instructions.rs (callgrind `Ir`, 100 frames of 10 ms each),\n\
          # the baseline of the instruction budgets in budgets.toml. Written by\n\
-         # `cargo run --release --bin budget-check -- --save-baseline`: do not edit by hand.\n",
+         # `cargo run --release -p budget-check -- --save-baseline`: do not edit by hand.\n",
     );
     for (name, n) in counts {
         text.push_str(&format!("\"{name}\" = {n}\n"));
