@@ -35,7 +35,7 @@ use crate::pipeline::EnhancedFrame;
 use crate::pipeline::HotSwap;
 
 /// The version of this C ABI; it changes when a signature or a struct does.
-pub const CV_ABI_VERSION: u32 = 1;
+pub const CV_ABI_VERSION: u32 = 2;
 
 /// What a function did.
 #[cfg_attr(
@@ -273,7 +273,7 @@ let status = unsafe { cv_pipeline_new(c"low-cpu".as_ptr(), 16_000, 1, &mut p) };
 assert_eq!(status, CvStatus::CV_OK);
 
 // SAFETY: `p` is a live pipeline.
-let mut output = vec![0.0f32; unsafe { cv_pipeline_output_len_max(p, input.len()) }];
+let mut output = vec![0.0f32; unsafe { cv_pipeline_output_frames_max(p, input.len()) }];
 let mut written = 0;
 // SAFETY: `input` holds that many mono frames, `output` its length in floats.
 let status = unsafe {
@@ -332,7 +332,7 @@ The C ABI called from Rust, as C calls it:
 
 ```
 use clearvox::capi::{
-    cv_pipeline_free, cv_pipeline_new, cv_pipeline_output_len_max, cv_pipeline_process_f32,
+    cv_pipeline_free, cv_pipeline_new, cv_pipeline_output_frames_max, cv_pipeline_process_f32,
     CvPipeline, CvStatus,
 };
 
@@ -343,7 +343,7 @@ assert_eq!(status, CvStatus::CV_OK);
 
 let input = [0.0f32; 2 * 480]; // 10 ms of interleaved stereo
 // SAFETY: `p` is a live pipeline.
-let mut output = vec![0.0f32; unsafe { cv_pipeline_output_len_max(p, 480) }];
+let mut output = vec![0.0f32; unsafe { cv_pipeline_output_frames_max(p, 480) }];
 let mut written = 0;
 // SAFETY: `input` holds 480 frames of 2 channels, `output` holds `output.len()` floats,
 // `written` is valid for a write, and no other thread uses `p`.
@@ -351,7 +351,7 @@ let status = unsafe {
     cv_pipeline_process_f32(p, input.as_ptr(), 480, output.as_mut_ptr(), output.len(), &mut written)
 };
 assert_eq!(status, CvStatus::CV_OK);
-assert!(written <= output.len()); // mono samples at the output rate
+let enhanced = &output[..written]; // mono samples at the output rate
 
 // SAFETY: `p` came from `cv_pipeline_new` and is not used afterwards.
 unsafe { cv_pipeline_free(p) };
@@ -405,18 +405,21 @@ pub unsafe extern "C" fn cv_pipeline_free(p: *mut CvPipeline) {
     }
 }
 
-/// The output buffer size (samples) that any call with `input_frames` frames fits in.
+/// The maximum possible number of output samples (mono) of a call with `input_frames`
+/// frames, in any state: the capacity [`cv_pipeline_process_f32`] and
+/// [`cv_pipeline_process_i16`] ask for, so one buffer of this size serves every call of
+/// up to `input_frames` frames. 0 for a NULL pipeline.
 ///
 /// # Safety
 /// `p` is a live pipeline.
 #[no_mangle]
-pub unsafe extern "C" fn cv_pipeline_output_len_max(
+pub unsafe extern "C" fn cv_pipeline_output_frames_max(
     p: *const CvPipeline,
     input_frames: usize,
 ) -> usize {
     // SAFETY: a live handle, as documented.
     match unsafe { p.as_ref() } {
-        Some(p) => p.inner.output_len_bound(input_frames),
+        Some(p) => p.inner.output_frames_max(input_frames),
         None => 0,
     }
 }

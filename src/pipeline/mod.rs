@@ -539,19 +539,22 @@ impl Pipeline {
         self.chain.vad.in_speech()
     }
 
-    /// The most output samples a call with `input_frames` frames can produce.
-    pub fn output_len_max(&self, input_frames: usize) -> usize {
-        let at_48k = self.front.output_len_max(input_frames);
+    /// The number of output frames (mono samples) the next call with `input_frames`
+    /// frames will produce at most. It depends on the input the stages still hold from
+    /// earlier calls: size a buffer that is reused with [`Pipeline::output_frames_max`].
+    pub fn output_frames_next(&self, input_frames: usize) -> usize {
+        let at_48k = self.front.output_frames_next(input_frames);
         let frames = (self.chain.fill + at_48k) / FRAME_LEN * FRAME_LEN;
-        self.back.output_len_max(frames)
+        self.back.output_frames_next(frames)
     }
 
-    /// The most output samples a call with `input_frames` frames can produce in any
-    /// state: size a buffer once with this and every call of that length fits.
-    pub fn output_len_bound(&self, input_frames: usize) -> usize {
-        let at_48k = self.front.output_len_bound(input_frames);
+    /// The maximum possible number of output frames (mono samples) of a call with
+    /// `input_frames` frames, in any state: size a buffer once with this and every call
+    /// of that length fits.
+    pub fn output_frames_max(&self, input_frames: usize) -> usize {
+        let at_48k = self.front.output_frames_max(input_frames);
         let frames = at_48k.div_ceil(FRAME_LEN) * FRAME_LEN;
-        self.back.output_len_bound(frames)
+        self.back.output_frames_max(frames)
     }
 
     /// Changes the wet/dry mix (0 = dry, 1 = fully enhanced), with a 10 ms cross-fade.
@@ -640,19 +643,20 @@ impl Pipeline {
     /// uses [`Pipeline::process_into_buffer`].
     pub fn process<S: PcmSample>(&mut self, input: &[S], output: &mut Vec<f32>) -> Result<()> {
         self.check_input(input)?;
-        output.reserve(self.output_len_max(input.len() / self.downmix.channels()));
+        output.reserve(self.output_frames_next(input.len() / self.downmix.channels()));
         self.run(input, &mut |x| output.extend_from_slice(x))
     }
 
     /// Processes interleaved input into `output`, returning the samples written. Does
-    /// not allocate. `output` must hold [`Pipeline::output_len_max`] of the input's frames.
+    /// not allocate. `output` must hold [`Pipeline::output_frames_next`] of the input's
+    /// frames, which [`Pipeline::output_frames_max`] always covers.
     pub fn process_into_buffer<S: PcmSample>(
         &mut self,
         input: &[S],
         output: &mut [f32],
     ) -> Result<usize> {
         self.check_input(input)?;
-        let needed = self.output_len_max(input.len() / self.downmix.channels());
+        let needed = self.output_frames_next(input.len() / self.downmix.channels());
         if output.len() < needed {
             return Err(Error::OutputTooSmall {
                 got: output.len(),
