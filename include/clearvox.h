@@ -10,7 +10,7 @@
 #ifndef CLEARVOX_H
 #define CLEARVOX_H
 
-/* Generated from src/capi.rs by cbindgen; do not edit. */
+/* Generated from src/capi/ by cbindgen; do not edit. */
 
 #include <stdint.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-//! The C ABI: the committed header is what cbindgen makes of `src/capi.rs`; the C
+//! The C ABI: the committed header is what cbindgen makes of `src/capi/`; the C
 //! example, compiled and run, gives the Rust API's output bit for bit (and runs clean
 //! under valgrind when it is installed); every entry point rejects bad arguments with a
 //! status and a message instead of crashing.
