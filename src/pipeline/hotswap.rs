@@ -41,8 +41,10 @@ const FADE_MS: usize = 10;
 ///
 /// // The device is short of CPU: change to the spectral gate alone, without a click.
 /// // (This builds a pipeline: call it from a control thread, not an audio callback.)
+/// assert_eq!(hot.latency(), 960); // RNNoise and the gate: 20 ms
 /// hot.set_config(&Preset::LowCpu.config())?;
-/// assert_eq!(hot.pipeline().config().denoiser, clearvox::config::Denoiser::Off);
+/// // The gate alone is 10 ms late: the output moves 10 ms earlier, under the cross-fade.
+/// assert_eq!(hot.latency(), 480);
 /// for _ in 0..50 {
 ///     hot.process_into_buffer(&ten_ms, &mut out)?;
 /// }
