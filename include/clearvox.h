@@ -10,11 +10,11 @@
 #ifndef CLEARVOX_H
 #define CLEARVOX_H
 
-/* Generated from src/capi.rs by cbindgen; do not edit. */
+/* Generated from src/capi/ by cbindgen; do not edit. */
 
 #include <stdint.h>
 #include <stddef.h>
-#define CV_ABI_VERSION 1
+#define CV_ABI_VERSION 2
 
 // What a function did.
 typedef enum CvStatus {
@@ -146,11 +146,14 @@ enum CvStatus cv_pipeline_new(const char *config,
 // `p` is NULL or a pipeline from `cv_pipeline_new`, not used afterwards.
 void cv_pipeline_free(struct CvPipeline *p);
 
-// The output buffer size (samples) that any call with `input_frames` frames fits in.
+// The maximum possible number of output samples (mono) of a call with `input_frames`
+// frames, in any state: the capacity [`cv_pipeline_process_f32`] and
+// [`cv_pipeline_process_i16`] ask for, so one buffer of this size serves every call of
+// up to `input_frames` frames. 0 for a NULL pipeline.
 //
 // # Safety
 // `p` is a live pipeline.
-uintptr_t cv_pipeline_output_len_max(const struct CvPipeline *p, uintptr_t input_frames);
+uintptr_t cv_pipeline_output_frames_max(const struct CvPipeline *p, uintptr_t input_frames);
 
 // The pipeline's latency in output samples, and its output rate in Hz.
 //

@@ -48,9 +48,9 @@
 //! pipeline.warm_up();
 //!
 //! let ten_ms = vec![0.0f32; 441 * 2]; // interleaved frames, any number per call
-//! let mut out = vec![0.0f32; pipeline.output_len_bound(441)];
+//! let mut out = vec![0.0f32; pipeline.output_frames_max(441)];
 //! let n = pipeline.process_into_buffer(&ten_ms, &mut out)?;
-//! assert!(n <= out.len());
+//! let enhanced = &out[..n]; // 16 kHz mono, `pipeline.latency()` samples late
 //! while let Some(event) = pipeline.pop_event() {
 //!     println!("{:?} at output sample {}", event.kind, event.position);
 //! }

@@ -1,4 +1,4 @@
-//! The C ABI: the committed header is what cbindgen makes of `src/capi.rs`; the C
+//! The C ABI: the committed header is what cbindgen makes of `src/capi/`; the C
 //! example, compiled and run, gives the Rust API's output bit for bit (and runs clean
 //! under valgrind when it is installed); every entry point rejects bad arguments with a
 //! status and a message instead of crashing.
@@ -45,6 +45,11 @@ fn the_committed_header_is_up_to_date() {
     assert!(
         committed == generated,
         "include/clearvox.h is out of date: run `CLEARVOX_UPDATE_HEADER=1 cargo test --test c_abi`"
+    );
+    let version = format!("#define CV_ABI_VERSION {CV_ABI_VERSION}\n");
+    assert!(
+        generated.contains(&version),
+        "the header's CV_ABI_VERSION is not {CV_ABI_VERSION}: change it in cbindgen.toml"
     );
     for name in [
         "cv_pipeline_new",
@@ -353,7 +358,7 @@ fn processing_i16_and_f32_through_the_abi_agree() {
                 cv_pipeline_new(null(), rate, ch as u32, &mut p),
                 CvStatus::CV_OK
             );
-            let cap = cv_pipeline_output_len_max(p, 1000);
+            let cap = cv_pipeline_output_frames_max(p, 1000);
             let mut buf = vec![0.0f32; cap];
             let mut y = Vec::new();
             for start in (0..x.len()).step_by(1000) {

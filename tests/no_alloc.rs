@@ -86,12 +86,12 @@ fn heap_ops_while_processing(config: &Config, file: &str) -> (u64, u64) {
     std::thread::spawn(move || {
         let mut p = Pipeline::new(&config, rate, ch).unwrap();
         p.warm_up();
-        let mut out = vec![0.0f32; p.output_len_max(4_096) + 4_096];
+        let mut out = vec![0.0f32; p.output_frames_max(4_096)];
         let before = heap_ops();
         let mut at = 0;
         let mut produced = 0;
         for &n in &sizes {
-            let need = p.output_len_max(n);
+            let need = p.output_frames_next(n);
             assert!(need <= out.len());
             produced += p
                 .process_into_buffer(&x[at * ch..(at + n) * ch], &mut out)

@@ -274,7 +274,7 @@ impl ChainRunner {
         p.warm_up();
         let chunk = rate as usize / 100;
         let mut r = Self {
-            out: vec![0.0; p.output_len_bound(chunk)],
+            out: vec![0.0; p.output_frames_max(chunk)],
             p,
             input: Cycle::new(audio(rate), chunk),
         };

@@ -29,8 +29,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: offline IN.f32 RATE CHANNELS OUT.f32 [CONFIG]\n");
         return 2;
     }
-    if (cv_abi_version() != 1) {
-        fprintf(stderr, "error: this program speaks ABI 1, the library %u\n", cv_abi_version());
+    if (cv_abi_version() != CV_ABI_VERSION) {
+        fprintf(stderr, "error: this program speaks ABI %u, the library %u\n",
+                (unsigned)CV_ABI_VERSION, cv_abi_version());
         return 1;
     }
     unsigned rate = (unsigned)strtoul(argv[2], NULL, 10);
@@ -73,7 +74,7 @@ int main(int argc, char **argv) {
     cv_pipeline_info(p, &latency, &out_rate);
 
     /* One buffer large enough for any call of up to 4096 frames. */
-    size_t capacity = cv_pipeline_output_len_max(p, 4096);
+    size_t capacity = cv_pipeline_output_frames_max(p, 4096);
     float *chunk_out = malloc(capacity * sizeof(float));
     size_t out_cap = frames * 2 + 100000, out_len = 0;
     float *output = malloc(out_cap * sizeof(float));

@@ -196,18 +196,20 @@ impl StreamResampler {
         self.inner.as_ref().map_or(1, |r| r.input_frames_next())
     }
 
-    /// The most output samples a call with `input_len` new samples can produce.
-    pub fn output_len_max(&self, input_len: usize) -> usize {
-        self.output_len_with_pending(self.in_fill, input_len)
+    /// The number of output frames the next call to [`StreamResampler::process`] with
+    /// `input_len` new frames will produce at most. It depends on the input still
+    /// pending from earlier calls; [`StreamResampler::output_frames_max`] does not.
+    pub fn output_frames_next(&self, input_len: usize) -> usize {
+        self.output_frames_with_pending(self.in_fill, input_len)
     }
 
-    /// The most output samples a call with `input_len` new samples can produce, whatever
-    /// is pending: a buffer this large always suffices.
-    pub fn output_len_bound(&self, input_len: usize) -> usize {
-        self.output_len_with_pending(self.chunk_len() - 1, input_len)
+    /// The maximum possible number of output frames of a call with `input_len` new
+    /// frames, whatever is pending: a buffer this large always suffices.
+    pub fn output_frames_max(&self, input_len: usize) -> usize {
+        self.output_frames_with_pending(self.chunk_len() - 1, input_len)
     }
 
-    fn output_len_with_pending(&self, pending: usize, input_len: usize) -> usize {
+    fn output_frames_with_pending(&self, pending: usize, input_len: usize) -> usize {
         match &self.inner {
             None => input_len,
             Some(r) => (pending + input_len) / r.input_frames_next() * r.output_frames_max(),

@@ -91,7 +91,7 @@ impl Processing {
         // RNNoise's FFT keeps per-thread plans: create them here, before real audio.
         self.pipeline.warm_up();
         let mut input = vec![0.0f32; self.chunk];
-        let mut out = vec![0.0f32; self.pipeline.output_len_bound(self.chunk)];
+        let mut out = vec![0.0f32; self.pipeline.output_frames_max(self.chunk)];
         let mut consumed = 0u64;
         let mut outcome = Ok(());
         loop {

@@ -33,7 +33,7 @@ const FADE_MS: usize = 10;
 ///
 /// let mut hot = HotSwap::new(&Preset::VoiceChat.config(), 48_000, 1)?;
 /// let ten_ms = [0.0f32; 480];
-/// let mut out = vec![0.0f32; hot.output_len_bound(ten_ms.len())];
+/// let mut out = vec![0.0f32; hot.output_frames_max(ten_ms.len())];
 /// for _ in 0..50 {
 ///     let n = hot.process_into_buffer(&ten_ms, &mut out)?;
 ///     // ... play or send out[..n] ...
@@ -41,8 +41,10 @@ const FADE_MS: usize = 10;
 ///
 /// // The device is short of CPU: change to the spectral gate alone, without a click.
 /// // (This builds a pipeline: call it from a control thread, not an audio callback.)
+/// assert_eq!(hot.latency(), 960); // RNNoise and the gate: 20 ms
 /// hot.set_config(&Preset::LowCpu.config())?;
-/// assert_eq!(hot.pipeline().config().denoiser, clearvox::config::Denoiser::Off);
+/// // The gate alone is 10 ms late: the output moves 10 ms earlier, under the cross-fade.
+/// assert_eq!(hot.latency(), 480);
 /// for _ in 0..50 {
 ///     hot.process_into_buffer(&ten_ms, &mut out)?;
 /// }
@@ -83,7 +85,7 @@ impl HotSwap {
         let current = Pipeline::new(config, input_rate, channels)?;
         let history_cap = input_rate as usize * HISTORY_MS / 1000 * channels;
         let fade_len = current.output_rate() as usize * FADE_MS / 1000;
-        let bound = current.output_len_bound(STEP_FRAMES);
+        let bound = current.output_frames_max(STEP_FRAMES);
         Ok(Self {
             current,
             previous: None,
@@ -109,13 +111,15 @@ impl HotSwap {
         &mut self.current
     }
 
-    /// Output samples a call with `input_frames` frames may produce, in any state.
-    pub fn output_len_bound(&self, input_frames: usize) -> usize {
+    /// The maximum possible number of output frames (mono samples) of a call with
+    /// `input_frames` frames, in any state, a cross-fade included: the capacity
+    /// [`HotSwap::process_into_buffer`] asks for.
+    pub fn output_frames_max(&self, input_frames: usize) -> usize {
         let steps = input_frames.div_ceil(STEP_FRAMES).max(1);
-        let per_step = self.current.output_len_bound(STEP_FRAMES).max(
+        let per_step = self.current.output_frames_max(STEP_FRAMES).max(
             self.previous
                 .as_ref()
-                .map_or(0, |p| p.output_len_bound(STEP_FRAMES)),
+                .map_or(0, |p| p.output_frames_max(STEP_FRAMES)),
         );
         steps * per_step + self.new_fifo.capacity()
     }
@@ -186,7 +190,7 @@ impl HotSwap {
     }
 
     /// Processes interleaved input into `output` (which must hold
-    /// [`HotSwap::output_len_bound`] samples); returns the samples written. Does not
+    /// [`HotSwap::output_frames_max`] samples); returns the samples written. Does not
     /// allocate.
     pub fn process_into_buffer<S: PcmSample>(
         &mut self,
@@ -200,7 +204,7 @@ impl HotSwap {
                 channels,
             });
         }
-        let needed = self.output_len_bound(input.len() / channels);
+        let needed = self.output_frames_max(input.len() / channels);
         if output.len() < needed {
             return Err(Error::OutputTooSmall {
                 got: output.len(),
@@ -223,7 +227,7 @@ impl HotSwap {
     pub fn process<S: PcmSample>(&mut self, input: &[S], output: &mut Vec<f32>) -> Result<()> {
         let start = output.len();
         output.resize(
-            start + self.output_len_bound(input.len() / self.current.channels()),
+            start + self.output_frames_max(input.len() / self.current.channels()),
             0.0,
         );
         let n = self.process_into_buffer(input, &mut output[start..])?;

@@ -206,7 +206,7 @@ fn enhance_stream<R: Read>(
     let bar = ui.file_bar(&job.input_name(), reader.len_frames(), spec.sample_rate);
     let mut input = vec![0.0f32; CHUNK_FRAMES * channels];
     let mut mono = vec![0.0f32; CHUNK_FRAMES];
-    let mut out = Vec::with_capacity(aligner.pipeline().output_len_max(CHUNK_FRAMES) + 1);
+    let mut out = Vec::with_capacity(aligner.pipeline().output_frames_max(CHUNK_FRAMES));
     let mut in_meter = LevelMeter::new(spec.sample_rate);
     let mut out_meter = LevelMeter::new(out_rate);
     loop {
