@@ -76,6 +76,58 @@ impl WavSpec {
     pub fn frames_to_secs(&self, frames: u64) -> f64 {
         frames as f64 / f64::from(self.sample_rate.max(1))
     }
+
+    /// Reads a WAV header up to the first byte of its audio, and returns what it says
+    /// with the audio's offset from the start, in bytes.
+    ///
+    /// Unlike [`WavReader::new`], it needs no audio after the header and leaves the
+    /// sizes the header claims aside: it reads the start of a file that is still being
+    /// written, or that a killed process left with sizes that were never filled in, for
+    /// a caller that counts the audio from the file's length instead. Fails as
+    /// [`WavReader::new`] does on what is not a supported WAV header, and with
+    /// [`WavError::Truncated`] when the input ends before the audio starts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use clearvox::dsp::convert::SampleFormat;
+    /// use clearvox::io::{write_wav_to, OutputFormat, WavSpec};
+    ///
+    /// let mut wav = Vec::new();
+    /// write_wav_to(&mut wav, 16_000, 1, OutputFormat::S16, &[0.1; 480])?;
+    /// wav[40..44].fill(0); // the data size, as a crash may leave it
+    /// let (spec, audio_at) = WavSpec::read_header(&wav[..])?;
+    /// assert_eq!((spec.sample_rate, spec.channels), (16_000, 1));
+    /// assert_eq!(spec.format, SampleFormat::S16);
+    /// assert_eq!(audio_at, 44);
+    /// assert_eq!((wav.len() as u64 - audio_at) / 2, 480);
+    /// // The header alone is enough; less is not.
+    /// assert!(WavSpec::read_header(&wav[..44]).is_ok());
+    /// assert!(WavSpec::read_header(&wav[..43]).is_err());
+    /// # Ok::<(), clearvox::io::WavError>(())
+    /// ```
+    pub fn read_header<R: Read>(input: R) -> Result<(WavSpec, u64), WavError> {
+        let mut counted = Counted {
+            inner: input,
+            bytes: 0,
+        };
+        let header = parse_header(&mut counted)?;
+        Ok((header.spec, counted.bytes))
+    }
+}
+
+/// A reader that counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
 }
 
 /// A data chunk that claimed more bytes than the input held.
@@ -1130,6 +1182,41 @@ mod tests {
             got.extend_from_slice(&out[..n]);
         }
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_header_is_read_without_its_audio() {
+        let fmt = chunk(b"fmt ", &plain_fmt(TAG_PCM, 1, 8_000, 16));
+        let bare = riff(b"RIFF", Some(0), &[fmt.clone(), data_sized(0, &[])]);
+        let (spec, at) = WavSpec::read_header(&bare[..]).unwrap();
+        assert_eq!(
+            (spec.sample_rate, spec.channels, spec.format),
+            (8_000, 1, SampleFormat::S16)
+        );
+        assert_eq!(at, 44);
+        // Chunks before the audio move it; the sizes claimed do not matter.
+        let list = chunk(b"LIST", b"INFOabc");
+        let with_list = riff(
+            b"RIFF",
+            None,
+            &[fmt, list, data_sized(u32::MAX, &s16le(&[1, 2]))],
+        );
+        let trickle = Trickle {
+            data: &with_list,
+            step: 3,
+        };
+        let (_, at) = WavSpec::read_header(trickle).unwrap();
+        assert_eq!(at, 44 + 8 + 8);
+        assert_eq!(with_list.len() as u64 - at, 4);
+        // What is not a WAV header is refused as by the reader.
+        assert!(matches!(
+            WavSpec::read_header(&bare[..30]),
+            Err(WavError::Truncated(_))
+        ));
+        assert!(matches!(
+            WavSpec::read_header(&[0xeeu8; 44][..]),
+            Err(WavError::NotWav(_))
+        ));
     }
 
     #[test]

@@ -114,6 +114,33 @@ impl OutputFormat {
         self.sample_format().bytes()
     }
 
+    /// The header that every writer here puts before `data_bytes` bytes of audio of
+    /// `channels` channels at `sample_rate` in this format: 44 bytes for 16-bit mono or
+    /// stereo, 68 (WAVE_FORMAT_EXTENSIBLE) otherwise; the audio follows it.
+    ///
+    /// For a file written in place as it grows (the stream receiver's): written again
+    /// at the start of the file after every append, it keeps the file a valid WAV of the
+    /// audio so far. Nothing is checked and nothing panics: a size or rate too large for
+    /// its field saturates, so check the spec and size first where they come from input.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use clearvox::io::{write_wav_to, OutputFormat};
+    ///
+    /// let mut file = Vec::new();
+    /// write_wav_to(&mut file, 16_000, 1, OutputFormat::S16, &[0.5; 10])?;
+    /// let header = OutputFormat::S16.wav_header(16_000, 1, 20);
+    /// assert_eq!(header.len(), 44);
+    /// assert_eq!(file[..44], header[..]);
+    /// assert_eq!(OutputFormat::F32.wav_header(48_000, 2, 0).len(), 68);
+    /// # Ok::<(), clearvox::io::WavError>(())
+    /// ```
+    pub fn wav_header(self, sample_rate: u32, channels: u16, data_bytes: u32) -> Vec<u8> {
+        let (bytes, len) = header(sample_rate, channels, self, data_bytes);
+        bytes[..len].to_vec()
+    }
+
     fn hound_spec(self, sample_rate: u32, channels: u16) -> hound::WavSpec {
         let sample_format = match self {
             Self::S16 | Self::S24 => hound::SampleFormat::Int,
@@ -493,6 +520,8 @@ pub fn write_wav_to<W: Write>(
 /// The bytes before the audio, laid out as `hound` lays them out (plain PCM/float `fmt`
 /// for up to two channels of 16 bits, WAVE_FORMAT_EXTENSIBLE otherwise), so that file
 /// and stream output are identical. Returns the buffer and how much of it is used.
+///
+/// Values too large for their fields saturate (the writers check them before).
 fn header(
     sample_rate: u32,
     channels: u16,
@@ -501,7 +530,7 @@ fn header(
 ) -> ([u8; 68], usize) {
     let bytes = format.bytes() as u16;
     let bits = bytes * 8;
-    let block_align = channels * bytes;
+    let block_align = channels.saturating_mul(bytes);
     let extensible = channels > 2 || bits > 16;
     let tag: u16 = match format {
         OutputFormat::S16 | OutputFormat::S24 => 0x0001,
@@ -515,20 +544,24 @@ fn header(
         at += b.len();
     };
     put(b"RIFF");
-    put(&(data_bytes + (len as u32 - 8)).to_le_bytes());
+    put(&data_bytes.saturating_add(len as u32 - 8).to_le_bytes());
     put(b"WAVE");
     put(b"fmt ");
     put(&(if extensible { 40u32 } else { 16 }).to_le_bytes());
     put(&(if extensible { 0xFFFEu16 } else { tag }).to_le_bytes());
     put(&channels.to_le_bytes());
     put(&sample_rate.to_le_bytes());
-    put(&(sample_rate * u32::from(block_align)).to_le_bytes());
+    put(&sample_rate
+        .saturating_mul(u32::from(block_align))
+        .to_le_bytes());
     put(&block_align.to_le_bytes());
     put(&bits.to_le_bytes());
     if extensible {
         put(&22u16.to_le_bytes());
         put(&bits.to_le_bytes());
-        let mask: u32 = (1u32 << channels) - 1;
+        let mask: u32 = 1u32
+            .checked_shl(u32::from(channels))
+            .map_or(u32::MAX, |bit| bit - 1);
         put(&mask.to_le_bytes());
         put(&u32::from(tag).to_le_bytes());
         put(&GUID_TAIL);
@@ -541,7 +574,7 @@ fn header(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::{read_wav, read_wav_file};
+    use crate::io::{read_wav, read_wav_file, WavReader};
     use crate::limits::LimitError;
 
     fn files_in(dir: &Path) -> Vec<String> {
@@ -622,6 +655,35 @@ mod tests {
         assert!(files_in(dir.path())
             .iter()
             .all(|f| f.ends_with(".wav") && !f.starts_with('.')));
+    }
+
+    #[test]
+    fn headers_are_what_the_writers_write_and_never_panic() {
+        for format in OutputFormat::ALL {
+            for channels in [1u16, 2, 8] {
+                let samples = vec![0.25f32; usize::from(channels) * 7];
+                let mut file = Vec::new();
+                write_wav_to(&mut file, 22_050, channels, format, &samples).unwrap();
+                let data = (samples.len() * format.bytes()) as u32;
+                let header = format.wav_header(22_050, channels, data);
+                assert_eq!(header[..], file[..file.len() - data as usize]);
+                let spec = WavReader::new(&file[..]).unwrap().spec();
+                assert_eq!((spec.sample_rate, spec.channels), (22_050, channels));
+            }
+        }
+        // A growing file: the same header again with the new size.
+        let mono = OutputFormat::S16.wav_header(16_000, 1, 0);
+        let grown = OutputFormat::S16.wav_header(16_000, 1, 3_200);
+        assert_eq!((mono.len(), grown.len()), (44, 44));
+        assert_eq!(grown[4..8], 3_236u32.to_le_bytes());
+        assert_eq!(grown[40..44], 3_200u32.to_le_bytes());
+        assert_eq!(mono[..4], grown[..4]);
+        assert_eq!(mono[8..40], grown[8..40]);
+        // Out-of-range values saturate.
+        let h = OutputFormat::F32.wav_header(u32::MAX, u16::MAX, u32::MAX);
+        assert_eq!(h.len(), 68);
+        assert_eq!(h[4..8], u32::MAX.to_le_bytes());
+        assert_eq!(h[28..32], u32::MAX.to_le_bytes());
     }
 
     #[test]

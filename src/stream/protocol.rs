@@ -72,6 +72,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// let p: Protocol = "openai".parse()?;
 /// assert_eq!(p.default_rate(), 24_000);
+/// assert_eq!(p.to_string(), "openai");
 /// assert!("sip".parse::<Protocol>().is_err());
 /// # Ok::<(), String>(())
 /// ```
@@ -92,6 +93,16 @@ impl Protocol {
             Protocol::Raw => 16_000,
             Protocol::Openai => OPENAI_RATE,
         }
+    }
+}
+
+/// The protocol's name, as on the command line, in the receiver's log and in JSON.
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Raw => "raw",
+            Protocol::Openai => "openai",
+        })
     }
 }
 
@@ -247,11 +258,16 @@ pub fn pcm16_to_bytes(samples: &[i16]) -> Vec<u8> {
 
 /// The samples of an `input_audio_buffer.append`, if `event` is one with valid base64.
 pub fn openai_append_samples(event: &serde_json::Value) -> Option<Vec<i16>> {
-    use base64::Engine as _;
     if event.get("type")?.as_str()? != "input_audio_buffer.append" {
         return None;
     }
-    let audio = event.get("audio")?.as_str()?;
+    pcm16_from_base64(event.get("audio")?.as_str()?)
+}
+
+/// The samples of an `input_audio_buffer.append`'s `audio`, if it is valid base64
+/// (standard alphabet, padded; a trailing odd byte is ignored).
+pub fn pcm16_from_base64(audio: &str) -> Option<Vec<i16>> {
+    use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(audio)
         .ok()?;
@@ -275,11 +291,25 @@ mod tests {
     }
 
     #[test]
+    fn protocol_names_are_the_same_everywhere() {
+        for p in [Protocol::Raw, Protocol::Openai] {
+            assert_eq!(p.to_string().parse::<Protocol>(), Ok(p));
+            assert_eq!(serde_json::to_value(p).unwrap(), p.to_string());
+        }
+    }
+
+    #[test]
     fn openai_events_round_trip() {
         let samples = [0i16, 1, -1, i16::MAX, i16::MIN];
         let text = openai_append(&samples);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(openai_append_samples(&v).unwrap(), samples);
+        assert_eq!(
+            pcm16_from_base64(v["audio"].as_str().unwrap()).unwrap(),
+            samples
+        );
+        assert_eq!(pcm16_from_base64("AAE="), Some(vec![256]));
+        assert_eq!(pcm16_from_base64("%%"), None);
         let u = openai_session_update(true);
         assert!(u["session"]["audio"]["input"]["turn_detection"].is_null());
         assert_eq!(u["session"]["audio"]["input"]["format"]["rate"], 24_000);

@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
@@ -129,7 +130,7 @@ impl Session {
                 m
             }
         };
-        let t = line.remove("t").unwrap_or_else(|| json!(super::unix_ms()));
+        let t = line.remove("t").unwrap_or_else(|| json!(unix_ms()));
         // `type` and `t` first, for the human reader; the rest in key order.
         let mut text = String::from("{");
         let mut put = |key: &str, value: &Value| {
@@ -206,6 +207,14 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Milliseconds since the Unix epoch: the `t` of every log line, and part of an unnamed
+/// stream's id.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Opens the log for appending, so that the next line starts on a line of its own even

@@ -1,21 +1,23 @@
 //! A PCM16 mono WAV file that grows while it is written and stays valid at every moment.
 //!
-//! The header is the canonical 44-byte one (`RIFF`, `fmt ` of 16 bytes, `data`). After
-//! every append the RIFF and data sizes are rewritten, so a reader that opens the file
-//! at any time finds a valid WAV holding the audio written so far. A file left behind by
-//! a killed process is recovered by [`WavAppender::open`]: the samples are counted from
-//! the file's length (a trailing odd byte is dropped), whatever its header says, and the
-//! header is written anew.
+//! The header is the one [`OutputFormat::wav_header`] lays out (44 bytes for PCM16
+//! mono), the same as every WAV file clearvox writes. After every append it is written
+//! anew with the new sizes, so a reader that opens the file at any time finds a valid
+//! WAV holding the audio written so far. A file left behind by a killed process is
+//! recovered by [`WavAppender::open`]: the samples are counted from the file's length
+//! (a trailing odd byte is dropped), whatever its header says, and the header is
+//! written anew.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::io::MAX_DATA_BYTES;
+use crate::dsp::convert::SampleFormat;
+use crate::io::{OutputFormat, WavSpec, MAX_DATA_BYTES};
 use crate::stream::protocol::pcm16_to_bytes;
 
-/// Bytes of the header this writer produces.
-pub(crate) const HEADER_BYTES: u64 = 44;
+/// Bytes of the header of a PCM16 mono file: where its audio starts.
+const HEADER_BYTES: u64 = 44;
 
 /// An open, growing PCM16 mono WAV file.
 #[derive(Debug)]
@@ -28,7 +30,8 @@ pub(crate) struct WavAppender {
 /// What [`WavAppender::open`] found in an existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Recovered {
-    /// Whether the header on disk was complete and agreed with the file's length.
+    /// Whether the header on disk was the one this appender writes for the file's
+    /// length.
     pub header_was_valid: bool,
     /// Whether a trailing odd byte was cut off.
     pub dropped_odd_byte: bool,
@@ -55,7 +58,7 @@ impl WavAppender {
     /// Opens an existing file to append to it, counting its samples from its length.
     ///
     /// The rate is `rate` if given (what the session recorded when it created the file),
-    /// else the header's if it is one of ours, else `default_rate`.
+    /// else the header's if it is a PCM16 mono one, else `default_rate`.
     pub fn open(
         path: &Path,
         rate: Option<u32>,
@@ -65,23 +68,20 @@ impl WavAppender {
         let mut len = file.metadata()?.len();
         let mut head = Vec::with_capacity(HEADER_BYTES as usize);
         (&mut file).take(HEADER_BYTES).read_to_end(&mut head)?;
-        let header_rate = header_rate(&head);
+        let header_rate = pcm16_mono_rate(&head);
         let dropped_odd_byte = len > HEADER_BYTES && (len - HEADER_BYTES) % 2 == 1;
         if dropped_odd_byte {
             len -= 1;
             file.set_len(len)?;
         }
-        let data_bytes = len.saturating_sub(HEADER_BYTES);
-        let header_was_valid = header_rate.is_some()
-            && !dropped_odd_byte
-            && head.len() == HEADER_BYTES as usize
-            && u32_at(&head, 40) == Some(data_bytes as u32)
-            && u32_at(&head, 4) == Some((data_bytes + 36) as u32);
+        let data_bytes = len.saturating_sub(HEADER_BYTES).min(MAX_DATA_BYTES);
+        let header_was_valid =
+            !dropped_odd_byte && header_rate.is_some_and(|r| head == header(r, data_bytes / 2));
         let rate = rate.or(header_rate).unwrap_or(default_rate);
         let mut wav = WavAppender {
             file,
             rate,
-            samples: data_bytes.min(MAX_DATA_BYTES) / 2,
+            samples: data_bytes / 2,
         };
         wav.write_header()?;
         Ok((
@@ -119,66 +119,28 @@ impl WavAppender {
         let bytes = pcm16_to_bytes(samples);
         write_at(&mut self.file, HEADER_BYTES + self.samples * 2, &bytes)?;
         self.samples += samples.len() as u64;
-        self.write_sizes()
+        self.write_header()
     }
 
     /// Rewrites the whole header for the samples written.
     pub fn write_header(&mut self) -> io::Result<()> {
-        let data = (self.samples * 2) as u32;
-        let mut h = [0u8; HEADER_BYTES as usize];
-        h[0..4].copy_from_slice(b"RIFF");
-        h[4..8].copy_from_slice(&(data + 36).to_le_bytes());
-        h[8..12].copy_from_slice(b"WAVE");
-        h[12..16].copy_from_slice(b"fmt ");
-        h[16..20].copy_from_slice(&16u32.to_le_bytes());
-        h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
-        h[22..24].copy_from_slice(&1u16.to_le_bytes()); // mono
-        h[24..28].copy_from_slice(&self.rate.to_le_bytes());
-        h[28..32].copy_from_slice(&(self.rate.saturating_mul(2)).to_le_bytes());
-        h[32..34].copy_from_slice(&2u16.to_le_bytes()); // block align
-        h[34..36].copy_from_slice(&16u16.to_le_bytes()); // bits
-        h[36..40].copy_from_slice(b"data");
-        h[40..44].copy_from_slice(&data.to_le_bytes());
-        write_at(&mut self.file, 0, &h)
-    }
-
-    /// Rewrites the RIFF and data sizes.
-    fn write_sizes(&mut self) -> io::Result<()> {
-        let data = (self.samples * 2) as u32;
-        write_at(&mut self.file, 4, &(data + 36).to_le_bytes())?;
-        write_at(&mut self.file, 40, &data.to_le_bytes())
+        write_at(&mut self.file, 0, &header(self.rate, self.samples))
     }
 }
 
-/// The rate of a header this writer could have written (PCM16 mono), if it is one.
-fn header_rate(h: &[u8]) -> Option<u32> {
-    if h.len() < HEADER_BYTES as usize
-        || &h[0..4] != b"RIFF"
-        || &h[8..12] != b"WAVE"
-        || &h[12..16] != b"fmt "
-        || &h[36..40] != b"data"
-        || u32_at(h, 16)? != 16
-        || u16_at(h, 20)? != 1
-        || u16_at(h, 22)? != 1
-        || u16_at(h, 34)? != 16
-    {
-        return None;
-    }
-    let rate = u32_at(h, 24)?;
-    use crate::limits::{MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
-    (MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE)
-        .contains(&rate)
-        .then_some(rate)
+/// The header of a PCM16 mono file of `samples` samples at `rate`.
+fn header(rate: u32, samples: u64) -> Vec<u8> {
+    // `samples` is at most `MAX_DATA_BYTES / 2`: the size fits.
+    let data_bytes = u32::try_from(samples * 2).unwrap_or(u32::MAX);
+    OutputFormat::S16.wav_header(rate, 1, data_bytes)
 }
 
-fn u32_at(h: &[u8], at: usize) -> Option<u32> {
-    let b = h.get(at..at + 4)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn u16_at(h: &[u8], at: usize) -> Option<u16> {
-    let b = h.get(at..at + 2)?;
-    Some(u16::from_le_bytes([b[0], b[1]]))
+/// The rate of `head`, the start of a file, if it is a PCM16 mono WAV header whose audio
+/// starts where this appender writes it (whatever sizes it claims).
+fn pcm16_mono_rate(head: &[u8]) -> Option<u32> {
+    let (spec, audio_at) = WavSpec::read_header(head).ok()?;
+    let pcm16_mono = spec.channels == 1 && spec.format == SampleFormat::S16;
+    (pcm16_mono && audio_at == HEADER_BYTES).then_some(spec.sample_rate)
 }
 
 #[cfg(unix)]
@@ -265,6 +227,19 @@ mod tests {
         let (w, _) = WavAppender::open(&path, None, 16_000).unwrap();
         assert_eq!((w.samples(), w.rate()), (0, 16_000));
         assert_eq!(read_back(&path).1, Vec::<i16>::new());
+    }
+
+    #[test]
+    fn the_header_is_the_one_every_wav_writer_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.wav");
+        let mut w = WavAppender::create(&path, 16_000).unwrap();
+        w.append(&[1, -1, 300]).unwrap();
+        let mut streamed = Vec::new();
+        let samples = [1.0 / 32_768.0, -1.0 / 32_768.0, 300.0 / 32_768.0];
+        crate::io::write_wav_to(&mut streamed, 16_000, 1, OutputFormat::S16, &samples).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), streamed);
+        assert_eq!(HEADER_BYTES as usize, header(16_000, 0).len());
     }
 
     #[test]

@@ -1,0 +1,237 @@
+#![doc = include_str!("README.md")]
+
+// A connection's way through these modules: `handshake` takes it in; `connection` serves
+// it on a stream of `shared`'s table, which `session` and `wav` keep on disk; `message`
+// hands each text message to `raw`, `openai` or `offsets`; `format` fixes the stream's
+// protocol and rate.
+mod connection;
+mod error;
+mod format;
+mod handshake;
+mod message;
+mod offsets;
+mod openai;
+mod raw;
+mod report;
+mod session;
+mod shared;
+mod tls;
+mod wav;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use std::{fmt, io};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::io::os_reason;
+use shared::{Reporter, Shared};
+
+pub use error::ServeError;
+pub use handshake::{valid_session_id, MAX_SESSION_ID_LEN};
+pub use report::SessionReport;
+
+/// Longest the connections get to close at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long to wait before accepting again after `accept` failed.
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
+/// How often [`Server::run_until`] looks at its flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Where a TLS receiver finds its certificate chain and private key (PEM files).
+///
+/// ```
+/// use clearvox::stream::server::TlsFiles;
+/// let tls = TlsFiles { cert: "certs/receiver.pem".into(), key: "certs/receiver.key".into() };
+/// assert_eq!(tls.cert.extension().and_then(|e| e.to_str()), Some("pem"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// What a [`Server`] listens on and writes to.
+///
+/// ```
+/// use clearvox::stream::server::ServerConfig;
+/// let config = ServerConfig {
+///     listen: "127.0.0.1:8765".parse().expect("a socket address"),
+///     out: "received".into(),
+///     tls: None, // plain ws://: for a receiver on the same machine only
+/// };
+/// assert_eq!(config.listen.port(), 8765);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0: any free port, see [`Server::local_addr`]).
+    pub listen: SocketAddr,
+    /// Folder of the streams' WAV and JSONL files (created if missing).
+    pub out: PathBuf,
+    /// Serve `wss://` with these files; `None`: plain `ws://`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The reference receiver, bound and ready to [`run`](Server::run).
+///
+/// ```
+/// use std::sync::{atomic::AtomicBool, Arc};
+/// use clearvox::stream::server::{Server, ServerConfig};
+/// let dir = tempfile::tempdir().expect("a temporary folder");
+/// let server = Server::bind(ServerConfig {
+///     listen: "127.0.0.1:0".parse().expect("a socket address"),
+///     out: dir.path().join("received"),
+///     tls: None,
+/// })
+/// .expect("a free port");
+/// assert!(server.local_addr().port() != 0);
+/// assert_eq!(server.url(), format!("ws://{}", server.local_addr()));
+/// // A stop flag that is already set: serve nothing, shut down cleanly.
+/// server.run_until(Arc::new(AtomicBool::new(true))).expect("a clean shutdown");
+/// assert!(dir.path().join("received").is_dir());
+/// ```
+pub struct Server {
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    out: PathBuf,
+    reporter: Option<Reporter>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
+            .field("out", &self.out)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Creates the output folder, loads the TLS files and binds the listening socket.
+    pub fn bind(config: ServerConfig) -> Result<Server, ServeError> {
+        std::fs::create_dir_all(&config.out).map_err(|e| ServeError::OutDir {
+            path: config.out.clone(),
+            reason: os_reason(&e),
+        })?;
+        if !config.out.is_dir() {
+            return Err(ServeError::OutDir {
+                path: config.out,
+                reason: "is not a folder".into(),
+            });
+        }
+        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let bind_error = |e: io::Error| ServeError::Bind {
+            addr: config.listen,
+            reason: os_reason(&e),
+            source: e,
+        };
+        let listener = std::net::TcpListener::bind(config.listen).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        Ok(Server {
+            listener,
+            local_addr,
+            tls,
+            out: config.out,
+            reporter: None,
+        })
+    }
+
+    /// Calls `report` whenever a connection ends (on its stream's state then), from the
+    /// connection's task: it should return quickly.
+    pub fn on_connection_end(
+        mut self,
+        report: impl Fn(&SessionReport) + Send + Sync + 'static,
+    ) -> Self {
+        self.reporter = Some(Arc::new(report));
+        self
+    }
+
+    /// The address listened on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// `ws://ADDR` or `wss://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.is_tls() { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Serves connections until `shutdown` completes, then closes every connection,
+    /// rewrites every open stream's WAV header, and returns.
+    ///
+    /// Must run inside a tokio runtime (with time and I/O enabled). Dropping the future
+    /// instead drops every connection at once, like a crash, but for the files being
+    /// valid: their headers are up to date after every write.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let addr = self.local_addr;
+        let listener =
+            tokio::net::TcpListener::from_std(self.listener).map_err(|e| ServeError::Bind {
+                addr,
+                reason: os_reason(&e),
+                source: e,
+            })?;
+        let shared = Arc::new(Shared::new(self.out, self.reporter));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _peer)) => {
+                        tasks.spawn(handshake::accept(shared.clone(), tcp, self.tls.clone(), stop_rx.clone()));
+                    }
+                    // Out of file descriptors, a connection reset while queued, ...: the
+                    // listener itself is fine.
+                    Err(_) => tokio::time::sleep(ACCEPT_RETRY).await,
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        drop(listener);
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+
+    /// [`run`](Server::run) on a multi-threaded runtime of its own, until `stop` is set
+    /// (checked every 50 ms): for a caller without a runtime, such as a Ctrl-C handler's
+    /// flag.
+    pub fn run_until(self, stop: Arc<AtomicBool>) -> Result<(), ServeError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ServeError::Runtime {
+                reason: os_reason(&e),
+                source: e,
+            })?;
+        runtime.block_on(self.run(async move {
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(STOP_POLL).await;
+            }
+        }))
+    }
+}
