@@ -1,0 +1,15 @@
+//! The command-line programs as a user runs them, as child processes: `clearvox enhance`
+//! and `clearvox metrics` on good and bad input, and the performance gate's checker,
+//! `budget-check`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+/// Every kind of bad input: one line, a non-zero exit and no output file.
+mod bad_input;
+/// `budget-check` passes and fails on made-up and committed measurements.
+mod budget_check;
+/// `clearvox enhance` and its options.
+mod enhance;
+/// `clearvox metrics`.
+mod metrics;
