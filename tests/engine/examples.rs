@@ -6,7 +6,7 @@
 //! real-time slot like the paced tests of this binary, which they would disturb.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::support::alsa_fixture::{AlsaFixture, RawAudio};
@@ -15,8 +15,12 @@ use crate::support::realtime_slot::RealTimeSlot;
 
 /// An example's binary, built by `cargo test` beside the test binaries.
 fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/PROFILE/deps")
+        .join("examples");
     let path = dir.join(name);
     assert!(path.exists(), "{} is not built", path.display());
     path
@@ -41,8 +45,11 @@ fn offline_prints_better_metrics() {
         let line = out
             .lines()
             .find(|l| l.starts_with(label) && !l.contains(':'))
-            .unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+            .unwrap_or_else(|| panic!("no line \"{label} ...\" in {out}"));
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {label}: {line}"))
     };
     assert!(si_sdr("enhanced") > si_sdr("input") + 2.0, "{out}");
     assert!(out.contains("delay 0 samples"), "{out}");
@@ -81,8 +88,11 @@ fn stream_to_backend_delivers_a_file_to_the_reference_receiver() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    let mut lines = BufReader::new(serve.stderr.take().expect("stderr is piped")).lines();
+    let first = lines
+        .next()
+        .expect("clearvox serve says where it listens")
+        .expect("reading clearvox serve's stderr");
     let url = first.trim_start_matches("listening on ").to_string();
     let out = Command::new(example("stream_to_backend"))
         .arg(format!("{url}/"))

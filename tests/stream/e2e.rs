@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::support::f64_field;
 use crate::support::stream::*;
 use clearvox::dsp::vad::VadEventKind;
 use clearvox::io::WavReader;
@@ -201,8 +202,8 @@ fn events_mark_the_speech_where_the_vad_heard_it() {
         // (a 200 ms pre-roll), the last end shortly after it (no later than the hangover).
         let item = manifest_item(file);
         let speech = (
-            item["speech_start_s"].as_f64().unwrap(),
-            item["speech_end_s"].as_f64().unwrap(),
+            f64_field(&item, "speech_start_s"),
+            f64_field(&item, "speech_end_s"),
         );
         let first = input_time(events[0].position, expected.latency, 16_000);
         let last = input_time(events[events.len() - 1].position, expected.latency, 16_000);
@@ -244,7 +245,7 @@ fn events_mark_the_speech_where_the_vad_heard_it() {
 fn realtime_takes_about_real_time_and_changes_nothing() {
     let (s, run) = stream_equals_offline(S16_16K, 16_000, "raw", &["--realtime"]);
     let item = manifest_item(S16_16K);
-    let duration = item["duration_s"].as_f64().unwrap();
+    let duration = f64_field(&item, "duration_s");
     assert!(
         run.wall.as_secs_f64() >= 0.95 * duration,
         "{:.2} s of audio streamed in {:.2} s",

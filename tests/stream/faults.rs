@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use crate::support::stream::*;
+use crate::support::{f64_field, u64_field};
 
 /// Length of the faulted streams, s.
 const SECONDS: f64 = 15.0;
@@ -54,7 +55,7 @@ fn assert_complete(out: &Path, input: &Path, run: &StreamRun, dir: &Path) -> ser
     run.assert_success();
     let stats = run.stats();
     let id = the_stream(out).id;
-    let connections = stats["reconnects"].as_u64().unwrap() as usize + 1;
+    let connections = u64_field(&stats, "reconnects") as usize + 1;
     wait_ended(out, &id);
     let s = the_stream(out);
     assert_eq!(s.gaps(), [], "gaps: {:?}", s.log);
@@ -115,8 +116,8 @@ fn a_receiver_killed_and_restarted_five_times_loses_and_duplicates_nothing() {
     let run = client.wait();
     drop(serve);
     let stats = assert_complete(&out, &input, &run, dir.path());
-    let reconnects = stats["reconnects"].as_u64().unwrap();
-    let resent = stats["resent_samples"].as_u64().unwrap();
+    let reconnects = u64_field(&stats, "reconnects");
+    let resent = u64_field(&stats, "resent_samples");
     assert!(reconnects >= kills.len() as u64, "{stats}");
     // Each hang left at least 100 ms of audio unwritten.
     assert!(resent >= 3 * 1_600, "{stats}");
@@ -355,8 +356,8 @@ fn connections_cut_at_random_moments_lose_and_duplicate_nothing() {
     }
     let run = client.wait();
     let stats = assert_complete(&out, &input, &run, dir.path());
-    let reconnects = stats["reconnects"].as_u64().unwrap();
-    let resent = stats["resent_samples"].as_u64().unwrap();
+    let reconnects = u64_field(&stats, "reconnects");
+    let resent = u64_field(&stats, "resent_samples");
     let hit = proxy.count(&proxy.shared.cut_connections);
     let in_flight = proxy.count(&proxy.shared.cut_bytes);
     assert_eq!(hit, cuts as u64, "every cut ends a connection");
@@ -370,10 +371,7 @@ fn connections_cut_at_random_moments_lose_and_duplicate_nothing() {
     assert!(in_flight > 0);
     assert!(resent >= cuts as u64 * 320, "{stats}");
     // The acks came through the delay line both ways.
-    assert!(
-        stats["ack_rtt_mean_ms"].as_f64().unwrap() >= 55.0,
-        "{stats}"
-    );
+    assert!(f64_field(&stats, "ack_rtt_mean_ms") >= 55.0, "{stats}");
     eprintln!(
         "seed {seed:#x}: {cuts} cuts at {:?} s: {reconnects} reconnects, {resent} samples \
          ({:.2} s) resent, {in_flight} bytes caught in flight, 0 dropped, wall {:.2} s",
@@ -416,7 +414,7 @@ fn an_outage_longer_than_the_buffer_drops_exactly_what_is_said() {
     run.assert_success();
     let stats = run.stats();
     let id = the_stream(&out).id;
-    let connections = stats["reconnects"].as_u64().unwrap() as usize + 1;
+    let connections = u64_field(&stats, "reconnects") as usize + 1;
     wait_ended(&out, &id);
     let s = the_stream(&out);
     assert_eq!(s.lines("connected").len(), connections, "{stats}");
@@ -426,7 +424,7 @@ fn an_outage_longer_than_the_buffer_drops_exactly_what_is_said() {
     // The whole stream is the offline enhancement after the latency...
     assert_eq!(&expected.stream[expected.latency..], &off[..]);
     let total = expected.stream.len() as u64;
-    let dropped = stats["dropped_samples"].as_u64().unwrap();
+    let dropped = u64_field(&stats, "dropped_samples");
     let gaps = s.gaps();
     // ... the client dropped what is missing, and the receiver's gap lines say where.
     assert!(!gaps.is_empty(), "{:?}", s.log);

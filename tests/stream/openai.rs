@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::stream::*;
+use crate::support::u64_field;
 
 // ---------------------------------------------------------------------------------------
 // The documented shapes of the client events this client may send.
@@ -658,7 +659,7 @@ fn after_a_lost_connection_the_new_session_gets_the_current_utterance_again() {
         a.audio.len()
     );
     // What the lost connection had (and what was in flight when it went) is sent again.
-    let resent = stats["resent_samples"].as_u64().unwrap() as usize;
+    let resent = u64_field(&stats, "resent_samples") as usize;
     assert!(
         (a.audio.len() - from..=a.audio.len() - from + 4_800).contains(&resent),
         "{stats}"

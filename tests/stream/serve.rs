@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::support::{str_field, u64_field};
 use clearvox::stream::protocol::{
     openai_append, openai_clear, openai_commit, openai_session_update, pcm16_to_bytes,
 };
@@ -155,7 +156,7 @@ impl Client {
         let hello = c.next().await.expect("a clearvox.resume");
         assert_eq!(hello["type"], "clearvox.resume", "{hello}");
         assert_eq!(hello["session"], id);
-        let received = hello["received"].as_u64().unwrap();
+        let received = u64_field(&hello, "received");
         (c, received)
     }
 
@@ -191,7 +192,7 @@ impl Client {
         loop {
             let m = self.next().await.expect("the server is still there");
             assert_eq!(m["type"], "clearvox.ack", "{m}");
-            let a = m["received"].as_u64().unwrap();
+            let a = u64_field(&m, "received");
             acks.push(a);
             if a >= n {
                 return acks;
@@ -256,7 +257,7 @@ fn read_log(path: &Path) -> Vec<Value> {
 
 fn types(log: &[Value]) -> Vec<String> {
     log.iter()
-        .map(|v| v["type"].as_str().unwrap().to_string())
+        .map(|v| str_field(v, "type").to_string())
         .collect()
 }
 
@@ -593,11 +594,9 @@ async fn events_are_logged_once_and_a_finished_stream_takes_nothing_more() {
     let log = read_log(&log);
     let events: Vec<(String, u64)> = log
         .iter()
-        .filter(|v| {
-            ["speech_started", "speech_stopped", "stop"].contains(&v["type"].as_str().unwrap())
-        })
+        .filter(|v| ["speech_started", "speech_stopped", "stop"].contains(&str_field(v, "type")))
         .map(|v| {
-            let t = v["type"].as_str().unwrap().to_string();
+            let t = str_field(v, "type").to_string();
             let s = v.get("sample").or_else(|| v.get("samples")).unwrap();
             (t, s.as_u64().unwrap())
         })
@@ -748,7 +747,7 @@ async fn openai_audio_is_decoded_and_buffer_events_are_answered() {
     let m = c.next().await.unwrap();
     assert_eq!(m["type"], "input_audio_buffer.committed", "{m}");
     assert!(m["previous_item_id"].is_null());
-    let item = m["item_id"].as_str().unwrap().to_string();
+    let item = str_field(&m, "item_id").to_string();
     assert!(!item.is_empty());
     // Exactly 100 ms is enough, and the next item follows the first.
     c.send(Message::text(openai_append(&sent[4_800..7_200])))
@@ -823,7 +822,7 @@ async fn openai_audio_is_decoded_and_buffer_events_are_answered() {
     assert_eq!(read_wav(&wav), (16_000, sent[..1_600].to_vec()));
     let errors: Vec<String> = of_type(&read_log(&log), "protocol_error")
         .iter()
-        .map(|e| e["message"].as_str().unwrap().to_string())
+        .map(|e| str_field(e, "message").to_string())
         .collect();
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(errors[0].contains("not audio/pcm"), "{errors:?}");

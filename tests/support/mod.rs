@@ -37,6 +37,31 @@ pub fn testdata(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// The number `key` of a JSON object (a report, a stream's statistics, a message), or a
+/// failure that shows the object.
+#[track_caller]
+pub fn u64_field(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no whole number \"{key}\" in {v}"))
+}
+
+/// As [`u64_field`], for a number with a fraction.
+#[track_caller]
+pub fn f64_field(v: &serde_json::Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number \"{key}\" in {v}"))
+}
+
+/// As [`u64_field`], for a string.
+#[track_caller]
+pub fn str_field<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string \"{key}\" in {v}"))
+}
+
 /// The environment variable that names the development set's folder.
 pub const DEVSET_VAR: &str = "CLEARVOX_DEVSET";
 
