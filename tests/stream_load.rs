@@ -3,13 +3,16 @@
 //! stream drops or reconnects, each keeps real time; the CPU time the clients took (per
 //! stream) and the receiver's are printed.
 //!
-//! It runs with the default `cargo test` (about 35 s of wall time on 2 cores).
+//! It runs with the default `cargo test` (about 35 s of wall time on 2 cores), and in a
+//! test binary of its own: it loads both cores on purpose, which would starve tests run
+//! beside it in the same binary, and it reads the CPU time of the process's reaped
+//! children (`getrusage(RUSAGE_CHILDREN)`), which would include theirs.
 
-mod stream_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use stream_support::*;
+use support::stream::*;
 
 const STREAMS: usize = 50;
 const SECONDS: f64 = 30.0;

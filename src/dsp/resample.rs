@@ -129,7 +129,7 @@ impl StreamResampler {
         let ratio = to as f64 / from as f64;
         // rubato's `output_delay()` rounds down and is off by up to two samples; the
         // exact delays below were measured (phase of a low tone) and are checked by
-        // the tests in `tests/latency.rs`.
+        // the tests in `tests/dsp/latency.rs`.
         let (inner, delay): (Box<dyn Resampler<f32>>, f64) = match kind {
             ResamplerKind::Sinc => {
                 let params = SincInterpolationParameters {

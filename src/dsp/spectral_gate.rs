@@ -190,7 +190,7 @@ impl GateConfig {
     /// Checks ranges and the STFT geometry.
     pub fn validate(&self) -> Result<()> {
         check_geometry(self.fft_size, self.hop)?;
-        if FRAME_LEN % self.hop != 0 {
+        if !FRAME_LEN.is_multiple_of(self.hop) {
             return Err(Error::Config(format!(
                 "gate.hop = {}: must divide the {FRAME_LEN}-sample frame",
                 self.hop

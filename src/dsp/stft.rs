@@ -25,7 +25,12 @@ use crate::error::{Error, Result};
 /// Checks an STFT geometry: `hop` divides `fft_size`, with at least 50 % overlap, and
 /// `fft_size` even.
 pub fn check_geometry(fft_size: usize, hop: usize) -> Result<()> {
-    if hop == 0 || fft_size == 0 || fft_size % 2 != 0 || fft_size % hop != 0 || fft_size < 2 * hop {
+    if hop == 0
+        || fft_size == 0
+        || !fft_size.is_multiple_of(2)
+        || !fft_size.is_multiple_of(hop)
+        || fft_size < 2 * hop
+    {
         return Err(Error::Config(format!(
             "STFT with fft_size {fft_size} and hop {hop}: fft_size must be even and a multiple \
              of hop, at least twice the hop"

@@ -1121,7 +1121,7 @@ mod tests {
                 let mut out = [0.0f32; 33];
                 loop {
                     let n = r.read_frames(&mut out).unwrap();
-                    assert!(n % 2 == 0 && n <= 32);
+                    assert!(n.is_multiple_of(2) && n <= 32);
                     if n == 0 {
                         break;
                     }

@@ -321,7 +321,7 @@ impl WavFileWriter {
     /// Appends interleaved samples (a whole number of frames), converting each: integer
     /// formats round and clip to full scale; NaN is written as silence, ±Inf as ±1.0.
     pub fn write(&mut self, samples: &[f32]) -> Result<(), WavError> {
-        if samples.len() % self.channels as usize != 0 {
+        if !samples.len().is_multiple_of(self.channels as usize) {
             return Err(WavError::PartialFrame {
                 len: samples.len(),
                 channels: self.channels,
@@ -487,7 +487,7 @@ pub fn write_wav_to<W: Write>(
     samples: &[f32],
 ) -> Result<(), WavError> {
     check_spec(sample_rate, channels)?;
-    if samples.len() % channels as usize != 0 {
+    if !samples.len().is_multiple_of(channels as usize) {
         return Err(WavError::PartialFrame {
             len: samples.len(),
             channels,

@@ -9,7 +9,7 @@
 //! * [`si_sdr_db`], [`estimate_delay`] and [`align`] are the harness's definitions;
 //! * [`stoi`] reproduces pystoi 0.4.1 (the classic, non-extended measure of Taal et
 //!   al. 2011), including its resampler: scores agree to about 1e-14 (see
-//!   `tests/metrics_stoi.rs`).
+//!   `tests/dsp/metrics_stoi.rs`).
 //!
 //! Samples come in as `f32`; all arithmetic is done in `f64`, so that sums over
 //! minutes of audio do not lose precision.

@@ -74,8 +74,7 @@ pub fn stoi(reference: &[f32], test: &[f32], sample_rate: u32) -> Result<f64, Me
         return Err(MetricError::LengthMismatch {
             reference: reference.len(),
             test: test.len(),
-        }
-        .into());
+        });
     }
     check_finite(reference, "reference")?;
     check_finite(test, "test")?;
@@ -98,8 +97,7 @@ pub fn stoi(reference: &[f32], test: &[f32], sample_rate: u32) -> Result<f64, Me
         return Err(MetricError::TooShort {
             frames,
             needed: SEGMENT,
-        }
-        .into());
+        });
     }
     Ok(mean_correlation(&x_env, &y_env))
 }

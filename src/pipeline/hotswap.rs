@@ -198,7 +198,7 @@ impl HotSwap {
         output: &mut [f32],
     ) -> Result<usize> {
         let channels = self.current.channels();
-        if input.len() % channels != 0 {
+        if !input.len().is_multiple_of(channels) {
             return Err(Error::PartialFrame {
                 len: input.len(),
                 channels,

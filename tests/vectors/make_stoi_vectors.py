@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Reference numbers for tests/metrics_stoi.rs, from pystoi 0.4.1 and the scoring
+"""Reference numbers for tests/dsp/metrics_stoi.rs, from pystoi 0.4.1 and the scoring
 harness's own definitions (../shared/eval/eval.py).
 
     python tests/vectors/make_stoi_vectors.py                      # synthetic vectors
     python tests/vectors/make_stoi_vectors.py --devset ../shared/data  # the 27 dev files
 
 Needs numpy, scipy, pystoi (and soundfile for --devset); prints Rust constants to
-paste into tests/metrics_stoi.rs.
+paste into tests/dsp/metrics_stoi.rs.
 
 The synthetic signals are generated here and in the Rust test with the same scalar
 operations in the same order, using only +, -, *, / and sqrt (which IEEE 754 rounds

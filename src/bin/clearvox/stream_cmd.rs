@@ -131,7 +131,7 @@ pub fn run(args: &StreamCmdArgs) -> Result<ExitCode> {
             anyhow::anyhow!(
                 "cannot open {}: {}",
                 args.input.display(),
-                clearvox::io::without_os_error_number(&e.to_string()).to_string()
+                clearvox::io::without_os_error_number(&e.to_string())
             )
         })?;
         WavReader::new(Box::new(std::io::BufReader::new(file)) as Box<dyn std::io::Read>)

@@ -28,7 +28,7 @@
 //! default), which brings tract.
 //!
 //! **Allocation.** tract allocates the tensors of each network call (a few dozen small
-//! blocks per frame, measured in `tests/no_alloc.rs`). The stage therefore belongs on
+//! blocks per frame, measured in `tests/dsp/no_alloc.rs`). The stage therefore belongs on
 //! the processing thread, never in an audio callback; the live engine keeps it there.
 
 pub mod features;

@@ -37,7 +37,7 @@ use budgets::{Budgets, Entry, RatioEntry, SLACK};
 use report::{Row, Verdict};
 
 #[global_allocator]
-static ALLOCATOR: measure::CountingAllocator = measure::CountingAllocator;
+static ALLOCATOR: counting_alloc::CountingAlloc = counting_alloc::CountingAlloc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 enum Section {

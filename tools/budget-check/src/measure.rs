@@ -1,9 +1,7 @@
 //! What the checker measures itself, deterministically: each preset's latency by
 //! cross-correlation, and the heap a `Pipeline` holds after construction.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::{bail, Context, Result};
 use clearvox::io::read_wav_file;
@@ -13,52 +11,6 @@ use clearvox::{Pipeline, Preset};
 /// The input rates the latency and memory are measured at.
 pub const RATES: [u32; 4] = [8_000, 16_000, 44_100, 48_000];
 
-/// Counts the bytes live on the heap (allocated and not yet freed), process-wide.
-pub struct CountingAllocator;
-
-static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counter only
-// observes sizes.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        // SAFETY: `ptr` came from this allocator with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as for `dealloc`; the system allocator handles the move.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-        }
-        p
-    }
-}
-
-fn live_bytes() -> i64 {
-    LIVE_BYTES.load(Ordering::Relaxed)
-}
-
 /// Heap bytes a freshly built pipeline of `preset` holds, for mono input at `rate`
 /// (output at the same rate: at 48 kHz no resampler, elsewhere one each way).
 pub fn pipeline_heap_bytes(preset: Preset, rate: u32) -> Result<u64> {
@@ -66,11 +18,9 @@ pub fn pipeline_heap_bytes(preset: Preset, rate: u32) -> Result<u64> {
     // Once first, so that anything allocated once per process (lazily initialised
     // tables) is not counted as the pipeline's.
     drop(Pipeline::new(&config, rate, 1)?);
-    let before = live_bytes();
-    let p = Pipeline::new(&config, rate, 1)?;
-    let held = live_bytes() - before;
-    drop(p);
-    Ok(held.max(0) as u64)
+    let (p, heap) = counting_alloc::heap_use(|| Pipeline::new(&config, rate, 1));
+    drop(p?);
+    Ok(heap.held.max(0) as u64)
 }
 
 /// The clean speech of the test data at each input rate.

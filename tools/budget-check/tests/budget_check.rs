@@ -69,7 +69,9 @@ impl Fixture {
         let mut ratios = committed_ratios();
         tweak(&mut ratios);
         let out = self.dir.path().join(name);
-        let reference = timing["reference"].as_str().unwrap();
+        let reference = timing["reference"]
+            .as_str()
+            .expect("budgets.toml names the reference bench");
         write_estimate(&out, reference, REFERENCE_NS);
         for (bench, (ratio, frames)) in &ratios {
             let ns = ratio * REFERENCE_NS * *frames as f64;

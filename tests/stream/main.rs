@@ -1,0 +1,18 @@
+//! Streaming to a conversation backend over loopback: the reference receiver (`clearvox
+//! serve`, in process and as a child), and the client (`clearvox stream`, and the
+//! library's `connect`) into it, plain, with OpenAI's protocol, over TLS and across
+//! faults. The load test is a binary of its own (`tests/stream_load.rs`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+/// The client into the receiver: the received audio equals the offline enhancement.
+mod e2e;
+/// The stream across a killed receiver, cut connections and an outage.
+mod faults;
+/// The OpenAI Realtime protocol against a validating stand-in server.
+mod openai;
+/// The reference receiver, driven by hand-written clients.
+mod serve;
+/// TLS, plain connections off loopback, and the token.
+mod tls;
