@@ -1,5 +1,5 @@
 /*
- * clearvox: real-time voice enhancement (spectral gating + RNNoise).
+ * clearvox: real-time voice enhancement (RNNoise and a spectral gate, or DeepFilterNet3).
  *
  * Every function returns a CvStatus (CV_OK = 0, negative on failure); the message of
  * the latest failure on the calling thread is cv_last_error(). Handles come from
