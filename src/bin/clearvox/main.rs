@@ -227,7 +227,7 @@ pub struct LiveArgs {
     pub input_channels: Option<u16>,
 
     /// Capture sample format [default: the device's].
-    #[arg(long, value_name = "s16|s32|f32|u16", value_parser = parse_device_format)]
+    #[arg(long, value_name = "s16|s32|f32|u16")]
     pub input_format: Option<clearvox::engine::DeviceFormat>,
 
     /// Record the enhanced signal to this WAV file.
@@ -267,13 +267,6 @@ pub struct LiveArgs {
     /// The pipeline's settings.
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-}
-
-#[cfg(feature = "device")]
-fn parse_device_format(
-    s: &str,
-) -> Result<clearvox::engine::DeviceFormat, clearvox::dsp::convert::ParseFormatError> {
-    s.parse()
 }
 
 /// Arguments of `clearvox devices`.

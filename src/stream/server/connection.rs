@@ -17,12 +17,13 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::format::{valid_rate, valid_rates};
+use super::format::valid_rates;
 use super::handshake::Handshake;
 use super::session::{unix_ms, Session};
 use super::shared::Shared;
 use super::SessionReport;
 use crate::io::os_reason;
+use crate::limits::is_supported_sample_rate;
 use crate::stream::protocol::{Control, Protocol};
 
 /// How often an idle connection is pinged.
@@ -196,7 +197,11 @@ impl Connection {
             )?;
         }
         if let Some(rate) = rate {
-            match rate.parse::<u32>().ok().filter(|r| valid_rate(*r)) {
+            match rate
+                .parse::<u32>()
+                .ok()
+                .filter(|r| is_supported_sample_rate(*r))
+            {
                 Some(r) => self.query_rate = Some(r),
                 None => self.protocol_error(
                     s,

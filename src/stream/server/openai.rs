@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::Connection;
-use super::format::valid_rate;
 use super::session::{unix_ms, without_audio, Session};
+use crate::limits::is_supported_sample_rate;
 use crate::stream::protocol::{pcm16_from_base64, Protocol, OPENAI_MIN_COMMIT_MS, OPENAI_RATE};
 
 impl Connection {
@@ -73,7 +73,7 @@ impl Connection {
                 match r
                     .as_u64()
                     .and_then(|r| u32::try_from(r).ok())
-                    .filter(|r| valid_rate(*r))
+                    .filter(|r| is_supported_sample_rate(*r))
                 {
                     Some(OPENAI_RATE) => rate = Some(OPENAI_RATE),
                     Some(other) => {

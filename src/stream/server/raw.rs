@@ -5,9 +5,10 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::Connection;
-use super::format::{valid_rate, valid_rates};
+use super::format::valid_rates;
 use super::offsets::MAX_OFFSET;
 use super::session::Session;
+use crate::limits::is_supported_sample_rate;
 use crate::stream::protocol::{pcm16_from_bytes, Protocol};
 
 impl Connection {
@@ -56,7 +57,7 @@ impl Connection {
         channels: u16,
         sample: u64,
     ) -> std::io::Result<()> {
-        let rate = if valid_rate(rate) {
+        let rate = if is_supported_sample_rate(rate) {
             Some(rate)
         } else {
             self.protocol_error(
