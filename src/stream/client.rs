@@ -20,6 +20,7 @@ use tokio_tungstenite::{
 
 use super::buffer::{Item, ReplayBuffer, StreamItem};
 use super::protocol::{self, Control, Protocol, OPENAI_MIN_COMMIT_MS};
+use super::server::RESUME_KEY_HEADER;
 use super::tls::{Destination, Scheme};
 use super::{Shared, StreamConfig, StreamError, StreamEvent, Token, TurnDetection};
 use crate::dsp::convert::f32_to_i16;
@@ -80,6 +81,9 @@ pub(crate) struct Client {
     last_acknowledged: bool,
     /// Never-sent audio that overflow removed, already counted as dropped.
     overflow_accounted: u64,
+    /// The key the receiver gave when the stream was created: proves on a reconnect that
+    /// this client is the stream's owner. Kept in memory only.
+    resume_key: std::sync::Mutex<Option<HeaderValue>>,
 }
 
 impl Client {
@@ -121,6 +125,7 @@ impl Client {
             rtt_count: 0,
             last_acknowledged: false,
             overflow_accounted: 0,
+            resume_key: std::sync::Mutex::new(None),
         }
     }
 
@@ -151,6 +156,10 @@ impl Client {
         if self.config.resume {
             headers.insert(protocol::SESSION_HEADER, header(&self.session)?);
             headers.insert(protocol::RESUME_HEADER, header("1")?);
+            let key = self.resume_key().clone();
+            if let Some(key) = key {
+                headers.insert(RESUME_KEY_HEADER, key);
+            }
         }
         for (k, v) in &self.config.headers {
             let name =
@@ -177,8 +186,22 @@ impl Client {
                 message: format!("no answer within {} ms", self.config.connect_timeout_ms),
             }),
             Ok(Err(e)) => Err(self.connect_error(e)),
-            Ok(Ok((ws, _response))) => Ok(ws),
+            Ok(Ok((ws, response))) => {
+                // A receiver that created the stream gives its key (once).
+                if let Some(key) = response.headers().get(RESUME_KEY_HEADER) {
+                    let mut key = key.clone();
+                    key.set_sensitive(true);
+                    *self.resume_key() = Some(key);
+                }
+                Ok(ws)
+            }
         }
+    }
+
+    fn resume_key(&self) -> std::sync::MutexGuard<'_, Option<HeaderValue>> {
+        self.resume_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn connect_error(&self, e: WsError) -> StreamError {

@@ -268,6 +268,8 @@ fn the_library_path_streams_a_file_in_process() {
         listen: "127.0.0.1:0".parse().unwrap(),
         out: out.clone(),
         tls: None,
+        token: None,
+        limits: Default::default(),
     })
     .unwrap();
     let url = format!("{}/", server.url());

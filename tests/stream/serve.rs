@@ -23,7 +23,7 @@ use crate::support::{str_field, u64_field};
 use clearvox::stream::protocol::{
     openai_append, openai_clear, openai_commit, openai_session_update, pcm16_to_bytes,
 };
-use clearvox::stream::server::{ServeError, Server, ServerConfig, TlsFiles};
+use clearvox::stream::server::{ServeError, Server, ServerConfig, TlsFiles, RESUME_KEY_HEADER};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -45,6 +45,8 @@ fn start_with(dir: &Path, tls: Option<TlsFiles>) -> Running {
         listen: "127.0.0.1:0".parse().unwrap(),
         out: dir.to_path_buf(),
         tls,
+        token: None,
+        limits: Default::default(),
     })
     .unwrap();
     let addr = server.local_addr();
@@ -110,15 +112,33 @@ async fn try_connect(
     if let Some(id) = o.session {
         req.headers_mut()
             .insert("X-Clearvox-Session", HeaderValue::from_str(id).unwrap());
+        // The stream's resume key, as the receiver gave it to the connection that
+        // created the stream (ids are unique across these tests).
+        if let Some(key) = resume_keys().get(id) {
+            req.headers_mut()
+                .insert(RESUME_KEY_HEADER, HeaderValue::from_str(key).unwrap());
+        }
     }
     if o.resume {
         req.headers_mut()
             .insert("X-Clearvox-Resume", HeaderValue::from_static("1"));
     }
     let connector = o.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-    tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector)
-        .await
-        .map(|(ws, _)| ws)
+    let (ws, response) =
+        tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector).await?;
+    if let (Some(id), Some(key)) = (o.session, response.headers().get(RESUME_KEY_HEADER)) {
+        resume_keys().insert(id.to_string(), key.to_str().unwrap().to_string());
+    }
+    Ok(ws)
+}
+
+/// The resume keys the receivers gave, by stream id.
+fn resume_keys() -> std::sync::MutexGuard<'static, std::collections::HashMap<String, String>> {
+    static KEYS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Client {
@@ -1013,6 +1033,8 @@ async fn tls_streams_with_a_certificate_made_for_the_test() {
             cert: key_pem.clone(),
             key: cert_pem.clone(),
         }),
+        token: None,
+        limits: Default::default(),
     })
     .unwrap_err();
     assert!(err.to_string().contains("no certificate"), "{err}");

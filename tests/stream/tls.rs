@@ -211,14 +211,14 @@ ip link set lo up
 ip addr add 198.51.100.7/32 dev lo
 "$BIN" serve --listen 198.51.100.7:0 --out "$OUT" 2>"$DIR/refused.err"
 echo $? >"$DIR/refused.rc"
-"$BIN" serve --listen 198.51.100.7:0 --out "$OUT" --insecure 2>"$DIR/serve.err" &
+SERVE_TOKEN=ns-test-token "$BIN" serve --listen 198.51.100.7:0 --out "$OUT" --insecure --token-env SERVE_TOKEN 2>"$DIR/serve.err" &
 serve=$!
 i=0
 while ! grep -q '^listening on ' "$DIR/serve.err" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 url=$(sed -n 's/^listening on //p' "$DIR/serve.err")
 "$BIN" stream "$IN" --url "$url/" --json >"$DIR/refused-stream.out" 2>"$DIR/refused-stream.err"
 echo $? >"$DIR/refused-stream.rc"
-"$BIN" stream "$IN" --url "$url/" --insecure --json >"$DIR/stream.out" 2>"$DIR/stream.err"
+CLEARVOX_TOKEN=ns-test-token "$BIN" stream "$IN" --url "$url/" --insecure --json >"$DIR/stream.out" 2>"$DIR/stream.err"
 echo $? >"$DIR/stream.rc"
 kill -INT $serve
 wait $serve
@@ -459,7 +459,11 @@ fn the_token_reaches_the_handshake_and_nothing_else() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(
+        files.len(),
+        3,
+        "the WAV, the log and the key file: {files:?}"
+    );
     for f in files {
         assert!(
             !holds_token(&std::fs::read(&f).unwrap()),

@@ -171,7 +171,11 @@ fn parse_turn_detection(s: &str) -> Result<clearvox::stream::TurnDetection, Stri
 Each stream is written to OUT/<id>.wav (PCM16 mono, valid at every moment) and
 OUT/<id>.jsonl (its events, connections, gaps and protocol errors; never audio nor
 header values). The id is the X-Clearvox-Session header, else conn-<unix_ms>-<n>.
-A stream named again (after a disconnect or a restart) is resumed from its files.
+A stream named again (after a disconnect or a restart) is resumed from its files, by
+the client that created it only: it was given a resume key (X-Clearvox-Resume-Key),
+and the receiver keeps its SHA-256 in OUT/<id>.key.
+With --token-env VAR, every client must send the token of $VAR as
+Authorization: Bearer (HTTP 401 otherwise); it is required off loopback.
 Runs until Ctrl-C; one line per ended connection is printed to stderr.")]
 pub struct ServeArgs {
     /// Address to listen on (port 0: any free port; the line printed tells which).
@@ -193,6 +197,27 @@ pub struct ServeArgs {
     /// Allow plain ws:// on an address other than loopback (audio in clear text).
     #[arg(long)]
     pub insecure: bool,
+
+    /// Environment variable holding the bearer token every client must send (required
+    /// on an address other than loopback; never give a token on the command line).
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+
+    /// Most connections served at once (lowered to fit the open-file limit).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
+
+    /// Largest WebSocket message a client may send, bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+
+    /// Close a connection that sent no message for this long, s (pings do not count).
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    pub idle_timeout: f64,
+
+    /// Longest the TLS and WebSocket handshakes may take together, s.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub handshake_timeout: f64,
 }
 
 /// Arguments of `clearvox live`.

@@ -3,10 +3,12 @@
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use clearvox::stream::server::{Server, ServerConfig, TlsFiles};
+use clearvox::stream::server::{Server, ServerConfig, ServerLimits, TlsFiles};
+use clearvox::stream::Token;
 
 use crate::ServeArgs;
 
@@ -27,6 +29,25 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             args.listen
         );
     }
+    let token = match &args.token_env {
+        Some(var) => Some(Token::from_env(var).with_context(|| {
+            format!("--token-env {var}: the environment variable {var} is not set or empty")
+        })?),
+        None => None,
+    };
+    if token.is_none() && !args.listen.ip().is_loopback() {
+        bail!(
+            "--listen {}: clients beyond this machine must authenticate; give --token-env VAR \
+             (the variable holding the token)",
+            args.listen
+        );
+    }
+    let limits = ServerLimits {
+        max_connections: args.max_connections,
+        max_message_bytes: args.max_message_bytes,
+        idle: seconds("--idle-timeout", args.idle_timeout)?,
+        handshake: seconds("--handshake-timeout", args.handshake_timeout)?,
+    };
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -37,9 +58,19 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         listen: args.listen,
         out: args.out.clone(),
         tls,
+        token,
+        limits,
     })?
     .on_connection_end(|report| eprintln!("{report}"));
     eprintln!("listening on {}", server.url());
     server.run_until(interrupted)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `value` seconds of the option `name`, if a duration (0.1 s to a day).
+fn seconds(name: &str, value: f64) -> Result<Duration> {
+    if !(0.1..=86_400.0).contains(&value) {
+        bail!("{name} {value}: must be 0.1 to 86400 seconds");
+    }
+    Ok(Duration::from_secs_f64(value))
 }

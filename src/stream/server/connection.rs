@@ -18,18 +18,18 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::format::valid_rates;
-use super::handshake::Handshake;
-use super::session::{unix_ms, Session};
+use super::handshake::{Gate, Handshake};
+use super::owner::claim_unnamed;
+use super::session::Session;
 use super::shared::Shared;
 use super::SessionReport;
 use crate::io::os_reason;
 use crate::limits::is_supported_sample_rate;
 use crate::stream::protocol::{Control, Protocol};
 
-/// How often an idle connection is pinged.
+/// How often a connection is pinged (more often when the idle limit is shorter), so
+/// that a dead peer is noticed by a failed send.
 const PING_EVERY: Duration = Duration::from_secs(15);
-/// A connection that sends nothing (not even a pong) for this long is closed.
-const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// Longest a send may wait for a client that does not read.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest the Close frame may take to go out when a connection ends.
@@ -82,6 +82,7 @@ enum Wake {
     Shutdown,
     TakenOver,
     AckDue,
+    Idle,
     Ping,
     Message(Option<Result<Message, WsError>>),
 }
@@ -116,6 +117,7 @@ impl Connection {
     /// Takes the stream the handshake names, greets the client, serves it, and lets go.
     pub(super) async fn serve<S>(
         shared: Arc<Shared>,
+        gate: &Gate,
         mut ws: WebSocketStream<S>,
         handshake: Handshake,
         mut stop: watch::Receiver<bool>,
@@ -123,13 +125,24 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let conn = shared.next_connection();
-        let (sid, named) = match handshake.session {
-            Some(id) => (id, true),
-            None => (format!("conn-{}-{conn}", unix_ms()), false),
+        let named = handshake.session.is_some();
+        let mut first = Some(conn);
+        let claimed = match handshake.session {
+            Some(id) => Ok(id),
+            None => claim_unnamed(&gate.out, || {
+                first.take().unwrap_or_else(|| shared.next_connection())
+            }),
         };
         let kick = Arc::new(Notify::new());
-        let session = match shared.attach(&sid, named, conn, &kick).await {
-            Ok(session) => session,
+        let attached = match claimed {
+            Ok(sid) => shared
+                .attach(&sid, named, conn, &kick)
+                .await
+                .map(|session| (sid, session)),
+            Err(e) => Err(e),
+        };
+        let (sid, session) = match attached {
+            Ok(attached) => attached,
             Err(e) => {
                 let reason = format!("cannot open the stream's files: {}", os_reason(&e));
                 let frame = CloseFrame {
@@ -176,7 +189,7 @@ impl Connection {
         }
         let end = match end {
             Some(end) => end,
-            None => c.run(&mut ws, &kick, &mut stop).await,
+            None => c.run(&mut ws, &kick, &mut stop, gate.limits.idle).await,
         };
         c.close(&shared, &sid, end, &mut ws).await;
     }
@@ -221,17 +234,19 @@ impl Connection {
         Ok(())
     }
 
-    /// Serves messages until the connection ends.
+    /// Serves messages until the connection ends, or no message came for `idle`.
     async fn run<S>(
         &mut self,
         ws: &mut WebSocketStream<S>,
         kick: &Notify,
         stop: &mut watch::Receiver<bool>,
+        idle: Duration,
     ) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        let every = PING_EVERY.min(idle / 3).max(Duration::from_millis(100));
+        let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         let mut last_heard = Instant::now();
         let mut client_closed: Option<String> = None;
         if *stop.borrow() {
@@ -244,19 +259,20 @@ impl Connection {
                 _ = stop.changed() => Wake::Shutdown,
                 _ = kick.notified() => Wake::TakenOver,
                 _ = tokio::time::sleep_until(ack_due.unwrap_or_else(Instant::now)), if ack_due.is_some() => Wake::AckDue,
+                _ = tokio::time::sleep_until(last_heard + idle) => Wake::Idle,
                 _ = ping.tick() => Wake::Ping,
                 m = ws.next() => Wake::Message(m),
             };
             let message = match wake {
                 Wake::Shutdown => return End::server("server shutting down", CloseCode::Away),
                 Wake::TakenOver => return End::taken_over(),
+                Wake::Idle => {
+                    return End::server(
+                        format!("no message for {} s", idle.as_secs_f64()),
+                        CloseCode::Away,
+                    );
+                }
                 Wake::Ping => {
-                    if last_heard.elapsed() >= IDLE_LIMIT {
-                        return End::server(
-                            format!("nothing heard for {} s", IDLE_LIMIT.as_secs()),
-                            CloseCode::Away,
-                        );
-                    }
                     if let Err(e) = send_all(ws, vec![Message::Ping(Default::default())]).await {
                         return End::client(e);
                     }
@@ -272,7 +288,6 @@ impl Connection {
                     )
                 }
                 Wake::Message(Some(Ok(m))) => {
-                    last_heard = Instant::now();
                     match m {
                         Message::Close(frame) => {
                             // Reading on completes the closing handshake, then ends.
@@ -284,7 +299,12 @@ impl Connection {
                             });
                             continue;
                         }
-                        Message::Binary(_) | Message::Text(_) => Some(m),
+                        // Only data is activity: pings and pongs keep a connection's
+                        // socket alive, not its stream.
+                        Message::Binary(_) | Message::Text(_) => {
+                            last_heard = Instant::now();
+                            Some(m)
+                        }
                         _ => continue,
                     }
                 }

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 ///     listen: "127.0.0.1:0".parse().expect("a socket address"),
 ///     out: dir.path().join("received"),
 ///     tls: Some(TlsFiles { cert: dir.path().join("missing.pem"), key: dir.path().join("missing.key") }),
+///     token: None,
+///     limits: Default::default(),
 /// })
 /// .unwrap_err();
 /// assert!(matches!(error, ServeError::TlsFile { what: "certificate", .. }), "{error}");
@@ -49,6 +51,21 @@ pub enum ServeError {
         /// What is wrong.
         reason: String,
     },
+    /// No token, on an address other than loopback: anyone who can reach it could write
+    /// streams.
+    #[error(
+        "cannot listen on {addr} without a token: clients beyond this machine must authenticate"
+    )]
+    NoToken {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The token cannot be sent in a header.
+    #[error("the receiver's token: {0}")]
+    Token(String),
+    /// A limit that would serve nothing.
+    #[error("server limits: {0}")]
+    Limits(String),
     /// The certificate and key do not make a TLS configuration.
     #[error("TLS configuration: {0}")]
     Tls(String),

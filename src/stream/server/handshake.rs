@@ -1,26 +1,54 @@
 //! From an accepted TCP connection to a WebSocket: the TLS handshake if any, then the
-//! WebSocket handshake, whose stream id and resume headers are checked here.
+//! WebSocket handshake, where the token, the stream id, its resume key and the resume
+//! header are checked, all within one deadline.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::http::header::WWW_AUTHENTICATE;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::auth::{check_bearer, Digest};
 use super::connection::Connection;
+use super::limits::ServerLimits;
+use super::owner::{claim_named, Refusal, RESUME_KEY_HEADER};
 use super::shared::Shared;
 use crate::stream::protocol::{RESUME_HEADER, SESSION_HEADER};
 
 /// Longest stream id.
 pub const MAX_SESSION_ID_LEN: usize = 64;
-/// Longest a client may take for the TLS and WebSocket handshakes.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest WebSocket message taken, bytes.
-const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// Longest a refused client gets to read its HTTP 503.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest answer the receiver may have waiting for a client that does not read, bytes
+/// (its messages are small: acks, greetings, OpenAI's short answers).
+const MAX_WRITE_BUFFER: usize = 1 << 20;
+
+/// What every handshake is checked against.
+#[derive(Debug)]
+pub(super) struct Gate {
+    /// Folder of the streams' files (their key files among them).
+    pub out: PathBuf,
+    /// SHA-256 of the bearer token every client must present, if any.
+    pub token: Option<Digest>,
+    /// The limits.
+    pub limits: ServerLimits,
+}
+
+/// Whether a connection is served, or refused because the receiver is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// Served.
+    Serve,
+    /// Answered HTTP 503: the receiver serves its maximum of connections.
+    Full,
+}
 
 /// Whether `id` may name a stream: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
 ///
@@ -52,11 +80,34 @@ pub(super) struct Handshake {
 }
 
 impl Handshake {
-    /// Reads the request's headers and query; refuses (HTTP 400) a stream id that
-    /// cannot name a file, or two of them.
+    /// Reads the request's headers and query. Refuses a full receiver (HTTP 503), a
+    /// missing or wrong token (401), a stream id that cannot name a file or two of them
+    /// (400), and a stream that exists without its resume key (403); gives a new named
+    /// stream's key in the answer.
     // The signature tungstenite's handshake callback has.
     #[allow(clippy::result_large_err)]
-    fn check(&mut self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+    fn check(
+        &mut self,
+        gate: &Gate,
+        admission: Admission,
+        request: &Request,
+        mut response: Response,
+    ) -> Result<Response, ErrorResponse> {
+        if admission == Admission::Full {
+            return Err(refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the receiver serves its maximum of connections: try again later",
+            ));
+        }
+        if let Some(token) = &gate.token {
+            if let Err(reason) = check_bearer(token, request) {
+                let mut answer = refusal(StatusCode::UNAUTHORIZED, reason);
+                answer
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return Err(answer);
+            }
+        }
         let mut ids = request.headers().get_all(SESSION_HEADER).iter();
         if let Some(value) = ids.next() {
             if ids.next().is_some() {
@@ -83,69 +134,113 @@ impl Handshake {
                 }
             }
         }
+        if let Some(id) = &self.session {
+            let mut keys = request.headers().get_all(RESUME_KEY_HEADER).iter();
+            let presented = keys.next().and_then(|v| v.to_str().ok());
+            if keys.next().is_some() {
+                return Err(bad_request("more than one X-Clearvox-Resume-Key header"));
+            }
+            match claim_named(&gate.out, id, presented) {
+                Ok(None) => {}
+                Ok(Some(key)) => {
+                    if let Ok(mut value) = HeaderValue::from_str(&key) {
+                        value.set_sensitive(true);
+                        response.headers_mut().insert(RESUME_KEY_HEADER, value);
+                    }
+                }
+                Err(Refusal::Forbidden(reason)) => {
+                    return Err(refusal(StatusCode::FORBIDDEN, &reason))
+                }
+                Err(Refusal::Failed(reason)) => {
+                    return Err(refusal(StatusCode::INTERNAL_SERVER_ERROR, &reason))
+                }
+            }
+        }
         Ok(response)
     }
 }
 
-/// An HTTP 400 answer to a handshake, `message` as its body.
-fn bad_request(message: &str) -> ErrorResponse {
+/// An HTTP answer of `status` to a handshake, `message` (one line) as its body.
+fn refusal(status: StatusCode, message: &str) -> ErrorResponse {
     let mut response = ErrorResponse::new(Some(format!("{message}\n")));
-    *response.status_mut() = StatusCode::BAD_REQUEST;
+    *response.status_mut() = status;
     response
 }
 
-/// The WebSocket limits: no message or frame over [`MAX_MESSAGE_BYTES`].
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+/// An HTTP 400 answer to a handshake, `message` as its body.
+fn bad_request(message: &str) -> ErrorResponse {
+    refusal(StatusCode::BAD_REQUEST, message)
 }
 
-/// Serves one TCP connection to its end: handshakes (given up on at shutdown), then the
-/// stream.
+/// The WebSocket limits: no message or frame over the limits' size, and no more than
+/// [`MAX_WRITE_BUFFER`] of answers waiting for a client that does not read.
+fn ws_config(limits: &ServerLimits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes))
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+}
+
+/// Serves one TCP connection to its end: handshakes (given up on at shutdown or when
+/// the handshake deadline passes), then the stream; or, when the receiver is full,
+/// answers HTTP 503 and closes.
 pub(super) async fn accept(
     shared: Arc<Shared>,
+    gate: Arc<Gate>,
     tcp: TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
+    admission: Admission,
 ) {
     let _ = tcp.set_nodelay(true);
+    let limit = match admission {
+        Admission::Serve => gate.limits.handshake,
+        Admission::Full => gate.limits.handshake.min(REFUSAL_TIMEOUT),
+    };
+    let deadline = Instant::now() + limit;
     match tls {
-        None => websocket(shared, tcp, stop).await,
+        None => websocket(shared, gate, tcp, stop, admission, deadline).await,
         Some(acceptor) => {
             let stream = tokio::select! {
-                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => match r {
+                r = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => match r {
                     Ok(Ok(stream)) => stream,
                     _ => return,
                 },
                 _ = stop.changed() => return,
             };
-            websocket(shared, stream, stop).await
+            websocket(shared, gate, stream, stop, admission, deadline).await
         }
     }
 }
 
 /// The WebSocket handshake, then the stream.
 #[allow(clippy::result_large_err)] // the handshake callback's signature is tungstenite's
-async fn websocket<S>(shared: Arc<Shared>, stream: S, mut stop: watch::Receiver<bool>)
-where
+async fn websocket<S>(
+    shared: Arc<Shared>,
+    gate: Arc<Gate>,
+    stream: S,
+    mut stop: watch::Receiver<bool>,
+    admission: Admission,
+    deadline: Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut handshake = Handshake::default();
     let accepted = {
-        let callback = |req: &Request, resp: Response| handshake.check(req, resp);
+        let callback = |req: &Request, resp: Response| handshake.check(&gate, admission, req, resp);
+        let config = ws_config(&gate.limits);
         tokio::select! {
-            r = tokio::time::timeout(
-                HANDSHAKE_TIMEOUT,
-                tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())),
+            r = tokio::time::timeout_at(
+                deadline,
+                tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)),
             ) => r,
             _ = stop.changed() => return,
         }
     };
     let Ok(Ok(ws)) = accepted else {
-        return; // refused (400), timed out, or not a WebSocket client
+        return; // refused, timed out, or not a WebSocket client
     };
-    Connection::serve(shared, ws, handshake, stop).await
+    Connection::serve(shared, &gate, ws, handshake, stop).await
 }
 
 #[cfg(test)]

@@ -3,14 +3,18 @@
 // A connection's way through these modules: `handshake` takes it in; `connection` serves
 // it on a stream of `shared`'s table, which `session` and `wav` keep on disk; `message`
 // hands each text message to `raw`, `openai` or `offsets`; `format` fixes the stream's
-// protocol and rate.
+// protocol and rate. `auth` checks the token and `owner` the resume keys during the
+// handshake; `limits` bounds what clients hold.
+mod auth;
 mod connection;
 mod error;
 mod format;
 mod handshake;
+mod limits;
 mod message;
 mod offsets;
 mod openai;
+mod owner;
 mod raw;
 mod report;
 mod session;
@@ -26,20 +30,30 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::{fmt, io};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::io::os_reason;
+use crate::stream::Token;
+use handshake::{Admission, Gate};
 use shared::{Reporter, Shared};
 
 pub use error::ServeError;
 pub use handshake::{valid_session_id, MAX_SESSION_ID_LEN};
+pub use limits::ServerLimits;
+pub use owner::RESUME_KEY_HEADER;
 pub use report::SessionReport;
 
 /// Longest the connections get to close at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How long to wait before accepting again after `accept` failed.
+/// How long to wait before accepting again after `accept` failed (out of file
+/// descriptors, most often), doubled at each failure in a row up to [`ACCEPT_RETRY_MAX`].
 const ACCEPT_RETRY: Duration = Duration::from_millis(20);
+/// Longest wait between two failed `accept`s.
+const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
+/// Clients of a full receiver answered HTTP 503 at once; beyond them a client's socket is
+/// closed at once.
+const REFUSALS_AT_ONCE: usize = 16;
 /// How often [`Server::run_until`] looks at its flag.
 const STOP_POLL: Duration = Duration::from_millis(50);
 
@@ -58,14 +72,17 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// What a [`Server`] listens on and writes to.
+/// What a [`Server`] listens on and writes to, whom it serves, and how much.
 ///
 /// ```
-/// use clearvox::stream::server::ServerConfig;
+/// use clearvox::stream::server::{ServerConfig, ServerLimits};
+/// use clearvox::stream::Token;
 /// let config = ServerConfig {
 ///     listen: "127.0.0.1:8765".parse().expect("a socket address"),
 ///     out: "received".into(),
 ///     tls: None, // plain ws://: for a receiver on the same machine only
+///     token: Token::from_env("CLEARVOX_SERVE_TOKEN"),
+///     limits: ServerLimits::default(),
 /// };
 /// assert_eq!(config.listen.port(), 8765);
 /// ```
@@ -77,6 +94,12 @@ pub struct ServerConfig {
     pub out: PathBuf,
     /// Serve `wss://` with these files; `None`: plain `ws://`.
     pub tls: Option<TlsFiles>,
+    /// The bearer token every client must send (`Authorization: Bearer`); `None`: any
+    /// client that reaches the port is served, so it is refused on an address other
+    /// than loopback.
+    pub token: Option<Token>,
+    /// What clients may hold of the receiver.
+    pub limits: ServerLimits,
 }
 
 /// The reference receiver, bound and ready to [`run`](Server::run).
@@ -89,6 +112,8 @@ pub struct ServerConfig {
 ///     listen: "127.0.0.1:0".parse().expect("a socket address"),
 ///     out: dir.path().join("received"),
 ///     tls: None,
+///     token: None,
+///     limits: Default::default(),
 /// })
 /// .expect("a free port");
 /// assert!(server.local_addr().port() != 0);
@@ -101,7 +126,7 @@ pub struct Server {
     listener: std::net::TcpListener,
     local_addr: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    out: PathBuf,
+    gate: Arc<Gate>,
     reporter: Option<Reporter>,
 }
 
@@ -110,14 +135,30 @@ impl fmt::Debug for Server {
         f.debug_struct("Server")
             .field("local_addr", &self.local_addr)
             .field("tls", &self.tls.is_some())
-            .field("out", &self.out)
+            .field("out", &self.gate.out)
+            .field("token", &self.gate.token.is_some())
+            .field("limits", &self.gate.limits)
             .finish()
     }
 }
 
 impl Server {
-    /// Creates the output folder, loads the TLS files and binds the listening socket.
+    /// Checks the token (required beyond loopback) and the limits, creates the output
+    /// folder, loads the TLS files and binds the listening socket.
     pub fn bind(config: ServerConfig) -> Result<Server, ServeError> {
+        let token = match &config.token {
+            Some(token) => match auth::token_problem(token.expose()) {
+                Some(problem) => return Err(ServeError::Token(problem.into())),
+                None => Some(auth::sha256(token.expose().as_bytes())),
+            },
+            None if !config.listen.ip().is_loopback() => {
+                return Err(ServeError::NoToken {
+                    addr: config.listen,
+                })
+            }
+            None => None,
+        };
+        check_limits(&config.limits)?;
         std::fs::create_dir_all(&config.out).map_err(|e| ServeError::OutDir {
             path: config.out.clone(),
             reason: os_reason(&e),
@@ -141,7 +182,11 @@ impl Server {
             listener,
             local_addr,
             tls,
-            out: config.out,
+            gate: Arc::new(Gate {
+                out: config.out,
+                token,
+                limits: config.limits,
+            }),
             reporter: None,
         })
     }
@@ -175,6 +220,10 @@ impl Server {
     /// Serves connections until `shutdown` completes, then closes every connection,
     /// rewrites every open stream's WAV header, and returns.
     ///
+    /// At most [`ServerLimits::max_connections`] connections are served at once, fewer
+    /// if the process's open-file limit allows fewer; a client beyond them is answered
+    /// HTTP 503.
+    ///
     /// Must run inside a tokio runtime (with time and I/O enabled). Dropping the future
     /// instead drops every connection at once, like a crash, but for the files being
     /// valid: their headers are up to date after every write.
@@ -186,20 +235,48 @@ impl Server {
                 reason: os_reason(&e),
                 source: e,
             })?;
-        let shared = Arc::new(Shared::new(self.out, self.reporter));
+        let gate = self.gate;
+        let shared = Arc::new(Shared::new(gate.out.clone(), self.reporter));
+        let cap = gate.limits.connections_within(limits::open_file_limit());
+        let served = Arc::new(Semaphore::new(cap));
+        let refused = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        let mut retry = ACCEPT_RETRY;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, _peer)) => {
-                        tasks.spawn(handshake::accept(shared.clone(), tcp, self.tls.clone(), stop_rx.clone()));
+                        retry = ACCEPT_RETRY;
+                        let (permit, admission) = match served.clone().try_acquire_owned() {
+                            Ok(permit) => (permit, Admission::Serve),
+                            Err(_) => match refused.clone().try_acquire_owned() {
+                                Ok(permit) => (permit, Admission::Full),
+                                Err(_) => continue, // dropped: closed at once
+                            },
+                        };
+                        let accept = handshake::accept(
+                            shared.clone(),
+                            gate.clone(),
+                            tcp,
+                            self.tls.clone(),
+                            stop_rx.clone(),
+                            admission,
+                        );
+                        tasks.spawn(async move {
+                            accept.await;
+                            drop(permit);
+                        });
                     }
                     // Out of file descriptors, a connection reset while queued, ...: the
-                    // listener itself is fine.
-                    Err(_) => tokio::time::sleep(ACCEPT_RETRY).await,
+                    // listener itself is fine. Waiting longer at each failure in a row
+                    // keeps a full process from spinning on a queued connection.
+                    Err(_) => {
+                        tokio::time::sleep(retry).await;
+                        retry = (retry * 2).min(ACCEPT_RETRY_MAX);
+                    }
                 },
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -233,5 +310,24 @@ impl Server {
                 tokio::time::sleep(STOP_POLL).await;
             }
         }))
+    }
+}
+
+/// Refuses limits that would serve nothing.
+fn check_limits(limits: &ServerLimits) -> Result<(), ServeError> {
+    let problem = if limits.max_connections == 0 {
+        Some("max_connections must be at least 1")
+    } else if limits.max_message_bytes < 1024 {
+        Some("max_message_bytes must be at least 1024")
+    } else if limits.idle < Duration::from_millis(100) {
+        Some("the idle limit must be at least 100 ms")
+    } else if limits.handshake < Duration::from_millis(100) {
+        Some("the handshake limit must be at least 100 ms")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(ServeError::Limits(p.into())),
+        None => Ok(()),
     }
 }

@@ -1,0 +1,209 @@
+//! Who owns a stream: the client that created it. A new stream gets a random resume key,
+//! given to its client once (the `X-Clearvox-Resume-Key` response header) and kept on
+//! disk only as its SHA-256 digest (`OUT/<id>.key`, mode 600). A later connection that
+//! names the stream must present the key, or it is refused before it touches the stream.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::auth::{same_digest, sha256, Digest};
+use super::session::unix_ms;
+use crate::io::os_reason;
+
+/// Handshake header of the resume key: in the answer that creates a stream, and in
+/// every later request that names it.
+pub const RESUME_KEY_HEADER: &str = "x-clearvox-resume-key";
+
+/// Longest resume key looked at, bytes (the receiver's are 64).
+const MAX_KEY_LEN: usize = 256;
+/// Ids tried for an unnamed stream before giving up.
+const UNNAMED_TRIES: u32 = 16;
+
+/// Why a handshake naming a stream is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The stream is another client's (HTTP 403).
+    Forbidden(String),
+    /// The receiver cannot keep the key (HTTP 500).
+    Failed(String),
+}
+
+/// The stream's key file.
+fn key_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.key"))
+}
+
+/// 32 random bytes, as 64 hex digits.
+fn new_key() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// 64 hex digits of `digest`.
+fn hex(digest: &Digest) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `text` (64 hex digits) as a digest.
+fn parse_hex(text: &str) -> Option<Digest> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Creates the key file of a stream that has none, holding the digest of `key`; fails
+/// with `AlreadyExists` if another connection created it first.
+fn write_key(path: &Path, key: &str) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(format!("{}\n", hex(&sha256(key.as_bytes()))).as_bytes())
+}
+
+/// Whether the stream `id` has files of its own in `dir` (its log is written first).
+fn stream_exists(dir: &Path, id: &str) -> bool {
+    dir.join(format!("{id}.jsonl")).exists() || dir.join(format!("{id}.wav")).exists()
+}
+
+/// Takes the named stream `id` for a connection that presented `presented` (the
+/// `X-Clearvox-Resume-Key` header): a stream that exists needs its key; a new one is
+/// created with a fresh key, returned for the answer's header.
+pub(super) fn claim_named(
+    dir: &Path,
+    id: &str,
+    presented: Option<&str>,
+) -> Result<Option<String>, Refusal> {
+    let path = key_path(dir, id);
+    match std::fs::read_to_string(&path) {
+        Ok(stored) => {
+            let Some(key) = presented else {
+                return Err(Refusal::Forbidden(format!(
+                    "stream {id} exists: resuming it needs its X-Clearvox-Resume-Key"
+                )));
+            };
+            let matches = key.len() <= MAX_KEY_LEN
+                && parse_hex(&stored).is_some_and(|d| same_digest(&d, &sha256(key.as_bytes())));
+            if matches {
+                Ok(None)
+            } else {
+                Err(Refusal::Forbidden(format!(
+                    "stream {id}: wrong X-Clearvox-Resume-Key"
+                )))
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if stream_exists(dir, id) {
+                return Err(Refusal::Forbidden(format!(
+                    "stream {id} has no resume key (it was written without one): it cannot be resumed"
+                )));
+            }
+            let key = new_key()
+                .ok_or_else(|| Refusal::Failed("no system randomness for a resume key".into()))?;
+            match write_key(&path, &key) {
+                Ok(()) => Ok(Some(key)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Refusal::Forbidden(
+                    format!("stream {id} is being created by another connection"),
+                )),
+                Err(e) => Err(Refusal::Failed(format!(
+                    "cannot write the key file of stream {id}: {}",
+                    os_reason(&e)
+                ))),
+            }
+        }
+        Err(e) => Err(Refusal::Failed(format!(
+            "cannot read the key file of stream {id}: {}",
+            os_reason(&e)
+        ))),
+    }
+}
+
+/// A fresh id for an unnamed connection, `conn-<unix_ms>-<n>` with `n` from `number`,
+/// claimed with a key nobody is given, so that no client can name it (nor have named it
+/// before it was made).
+pub(super) fn claim_unnamed(dir: &Path, mut number: impl FnMut() -> u64) -> io::Result<String> {
+    let mut last = io::Error::other("no id");
+    for _ in 0..UNNAMED_TRIES {
+        let id = format!("conn-{}-{}", unix_ms(), number());
+        if stream_exists(dir, &id) {
+            continue;
+        }
+        let key = new_key().ok_or_else(|| io::Error::other("no system randomness"))?;
+        match write_key(&key_path(dir, &id), &key) {
+            Ok(()) => return Ok(id),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_is_resumed_only_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = claim_named(dir.path(), "s1", None).unwrap().unwrap();
+        assert_eq!(key.len(), 64);
+        let stored = std::fs::read_to_string(dir.path().join("s1.key")).unwrap();
+        assert!(!stored.contains(&key), "only the digest is kept");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("s1.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(claim_named(dir.path(), "s1", Some(&key)), Ok(None));
+        assert!(matches!(
+            claim_named(dir.path(), "s1", None),
+            Err(Refusal::Forbidden(_))
+        ));
+        let wrong = "0".repeat(64);
+        assert!(matches!(
+            claim_named(dir.path(), "s1", Some(&wrong)),
+            Err(Refusal::Forbidden(_))
+        ));
+        // A stream written without a key is nobody's to resume.
+        std::fs::write(dir.path().join("old.jsonl"), "").unwrap();
+        assert!(matches!(
+            claim_named(dir.path(), "old", None),
+            Err(Refusal::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn unnamed_ids_skip_what_a_client_took() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        let first = claim_unnamed(dir.path(), || {
+            n += 1;
+            n
+        })
+        .unwrap();
+        assert!(
+            first.starts_with("conn-") && first.ends_with("-1"),
+            "{first}"
+        );
+        // No client can take it over by naming it.
+        assert!(matches!(
+            claim_named(dir.path(), &first, None),
+            Err(Refusal::Forbidden(_))
+        ));
+    }
+}
