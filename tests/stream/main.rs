@@ -14,5 +14,9 @@ mod faults;
 mod openai;
 /// The reference receiver, driven by hand-written clients.
 mod serve;
+/// The receiver's token and the streams' owners.
+mod serve_auth;
+/// What clients may hold of the receiver: connections, memory, idle and handshake time.
+mod serve_limits;
 /// TLS, plain connections off loopback, and the token.
 mod tls;
