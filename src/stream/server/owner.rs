@@ -1,7 +1,10 @@
-//! Who owns a stream: the client that created it. A new stream gets a random resume key,
-//! given to its client once (the `X-Clearvox-Resume-Key` response header) and kept on
-//! disk only as its SHA-256 digest (`OUT/<id>.key`, mode 600). A later connection that
-//! names the stream must present the key, or it is refused before it touches the stream.
+//! Who owns a stream: the client that created it. The resume key is the client's own
+//! secret, sent in the `X-Clearvox-Resume-Key` request header from the first connection
+//! on, so that a client whose first answer was lost in transit still holds it. A client
+//! that sends none gets a random key from the receiver, once, in the answer's header.
+//! The receiver keeps only the key's SHA-256 digest (`OUT/<id>.key`, mode 600). A later
+//! connection that names the stream must present the key, or it is refused before it
+//! touches the stream.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -17,8 +20,11 @@ use crate::io::os_reason;
 /// every later request that names it.
 pub const RESUME_KEY_HEADER: &str = "x-clearvox-resume-key";
 
-/// Longest resume key looked at, bytes (the receiver's are 64).
+/// Longest resume key looked at, bytes (the receiver's and clearvox's client's are 64).
 const MAX_KEY_LEN: usize = 256;
+/// Shortest resume key a client may choose, bytes: a key is a secret, and a short one
+/// could be guessed.
+pub const MIN_CLIENT_KEY_LEN: usize = 32;
 /// Ids tried for an unnamed stream before giving up.
 const UNNAMED_TRIES: u32 = 16;
 
@@ -36,8 +42,8 @@ fn key_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.key"))
 }
 
-/// 32 random bytes, as 64 hex digits.
-fn new_key() -> Option<String> {
+/// 32 random bytes, as 64 hex digits: the receiver's keys, and clearvox's client's.
+pub(crate) fn new_key() -> Option<String> {
     let mut bytes = [0u8; 32];
     SystemRandom::new().fill(&mut bytes).ok()?;
     Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
@@ -79,7 +85,8 @@ fn stream_exists(dir: &Path, id: &str) -> bool {
 
 /// Takes the named stream `id` for a connection that presented `presented` (the
 /// `X-Clearvox-Resume-Key` header): a stream that exists needs its key; a new one is
-/// created with a fresh key, returned for the answer's header.
+/// created with the presented key (at least [`MIN_CLIENT_KEY_LEN`] bytes), or with a
+/// fresh one, returned for the answer's header, if none was presented.
 pub(super) fn claim_named(
     dir: &Path,
     id: &str,
@@ -109,10 +116,23 @@ pub(super) fn claim_named(
                     "stream {id} has no resume key (it was written without one): it cannot be resumed"
                 )));
             }
-            let key = new_key()
-                .ok_or_else(|| Refusal::Failed("no system randomness for a resume key".into()))?;
+            let (key, answer) = match presented {
+                Some(key) if key.len() < MIN_CLIENT_KEY_LEN || key.len() > MAX_KEY_LEN => {
+                    return Err(Refusal::Forbidden(format!(
+                        "stream {id}: an X-Clearvox-Resume-Key must be {MIN_CLIENT_KEY_LEN} to \
+                         {MAX_KEY_LEN} bytes"
+                    )))
+                }
+                Some(key) => (key.to_string(), None),
+                None => {
+                    let key = new_key().ok_or_else(|| {
+                        Refusal::Failed("no system randomness for a resume key".into())
+                    })?;
+                    (key.clone(), Some(key))
+                }
+            };
             match write_key(&path, &key) {
-                Ok(()) => Ok(Some(key)),
+                Ok(()) => Ok(answer),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Refusal::Forbidden(
                     format!("stream {id} is being created by another connection"),
                 )),
@@ -185,6 +205,28 @@ mod tests {
             claim_named(dir.path(), "old", None),
             Err(Refusal::Forbidden(_))
         ));
+    }
+
+    #[test]
+    fn a_key_the_client_chose_holds_though_the_first_answer_was_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = "a-secret-the-client-made-up-of-40-bytes!";
+        // Created with the client's key: the answer carries none (nothing to lose).
+        assert_eq!(claim_named(dir.path(), "s2", Some(mine)), Ok(None));
+        let stored = std::fs::read_to_string(dir.path().join("s2.key")).unwrap();
+        assert!(!stored.contains(mine), "only the digest is kept");
+        // The reconnect presents the same key, whatever became of the first answer.
+        assert_eq!(claim_named(dir.path(), "s2", Some(mine)), Ok(None));
+        assert!(matches!(
+            claim_named(dir.path(), "s2", Some(&"x".repeat(40))),
+            Err(Refusal::Forbidden(_))
+        ));
+        // A key too short to be a secret creates nothing.
+        assert!(matches!(
+            claim_named(dir.path(), "s3", Some("short")),
+            Err(Refusal::Forbidden(_))
+        ));
+        assert!(!dir.path().join("s3.key").exists());
     }
 
     #[test]
