@@ -62,6 +62,7 @@ pub struct AtomicFile {
     temp: PathBuf,
     /// Permission bits to give the file (Unix); `None` keeps the default (0o666 less
     /// the umask).
+    #[cfg_attr(not(unix), allow(dead_code))]
     mode: Option<u32>,
     committed: bool,
 }

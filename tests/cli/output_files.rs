@@ -92,6 +92,51 @@ fn the_report_never_replaces_an_input() {
 }
 
 #[test]
+fn the_output_never_replaces_an_input_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let original = fs::read(testdata(S16_16K)).unwrap();
+    fs::write(d.join("in.wav"), &original).unwrap();
+    fs::hard_link(d.join("in.wav"), d.join("linked.wav")).unwrap();
+    fs::write(d.join("settings.toml"), "strength = 0.5\n").unwrap();
+    refused(
+        d,
+        &["in.wav", "-o", "linked.wav"],
+        &["output linked.wav is the input file"],
+    );
+    refused(
+        d,
+        &[
+            "in.wav",
+            "-o",
+            "./settings.toml",
+            "--config",
+            "settings.toml",
+        ],
+        &["output ./settings.toml is the input file settings.toml"],
+    );
+    // stdin redirected from the very file: neither the output nor the report.
+    for args in [
+        &["-", "-o", "./in.wav"][..],
+        &["-", "-o", "out.wav", "--report", "linked.wav"],
+    ] {
+        let run = Command::new(crate::support::clearvox_binary())
+            .current_dir(d)
+            .args(["enhance", "-q", "--preset", "bypass"])
+            .args(args)
+            .stdin(fs::File::open(d.join("in.wav")).unwrap())
+            .output()
+            .unwrap();
+        let err = stderr_of(&run);
+        assert!(!run.status.success(), "{args:?} was accepted");
+        assert!(err.contains("is the file stdin reads"), "{err}");
+    }
+    assert_eq!(fs::read(d.join("in.wav")).unwrap(), original);
+    assert_eq!(fs::read(d.join("linked.wav")).unwrap(), original);
+    assert_eq!(listing(d), ["in.wav", "linked.wav", "settings.toml"]);
+}
+
+#[test]
 fn the_report_never_replaces_the_output() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

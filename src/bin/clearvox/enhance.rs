@@ -7,7 +7,8 @@
 //! existing one untouched. `-o -` streams through a [`WavStreamWriter`]: exact sizes in
 //! the header when the input is a file holding all the audio its header announces,
 //! 0xFFFFFFFF ("until the end") otherwise (stdin, a truncated file), so memory stays
-//! bounded there too, even for an endless stdin.
+//! bounded there too, even for an endless stdin. The header goes out before the audio
+//! is read: a failure midway leaves a cut stream on stdout and a non-zero exit.
 //!
 //! Outputs and the report keep the read/write permission bits of their input (the
 //! owner always reading and writing), and are 0o600 when the input is not a file: a
@@ -207,21 +208,9 @@ fn mode_from(meta: Option<&fs::Metadata>) -> u32 {
     PRIVATE_MODE
 }
 
-/// What stdin is, when the OS can tell (a file redirected with `<` has metadata).
-fn stdin_metadata() -> Option<fs::Metadata> {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsFd;
-        let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
-        File::from(fd).metadata().ok()
-    }
-    #[cfg(not(unix))]
-    None
-}
-
 fn input_mode(input: &Input) -> u32 {
     match input {
-        Input::Stdin => mode_from(stdin_metadata().as_ref()),
+        Input::Stdin => mode_from(plan::stdin_metadata().as_ref()),
         Input::File(p) => mode_from(fs::metadata(p).ok().as_ref()),
     }
 }

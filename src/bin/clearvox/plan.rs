@@ -320,13 +320,9 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 fn stdin_is(path: &Path) -> bool {
     #[cfg(unix)]
     {
-        use std::os::fd::AsFd;
         use std::os::unix::fs::MetadataExt;
-        let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
-            return false;
-        };
-        match (fs::File::from(fd).metadata(), fs::metadata(path)) {
-            (Ok(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+        match (stdin_metadata(), fs::metadata(path)) {
+            (Some(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
             _ => false,
         }
     }
@@ -335,6 +331,18 @@ fn stdin_is(path: &Path) -> bool {
         let _ = path;
         false
     }
+}
+
+/// What stdin is, where the OS can tell (a file redirected with `<` has metadata).
+pub fn stdin_metadata() -> Option<fs::Metadata> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+        fs::File::from(fd).metadata().ok()
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// `path` made absolute without following a last component that does not exist: the
