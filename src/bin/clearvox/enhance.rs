@@ -238,7 +238,8 @@ fn enhance_file(job: &Job, settings: &Settings, ui: &Ui) -> Result<FileReport> {
             let meta = file.metadata().ok();
             let mode = mode_from(meta.as_ref());
             let held = match (&job.output, &meta) {
-                (Output::Stdout, Some(m)) if m.is_file() => frames_held(&mut file, m.len()),
+                (Output::Stdout, Some(m)) if m.is_file() => frames_held(&mut file, m.len())
+                    .map_err(|e| anyhow!("cannot read {}: {}", path.display(), os_reason(&e)))?,
                 _ => None,
             };
             enhance_stream(
@@ -256,11 +257,10 @@ fn enhance_file(job: &Job, settings: &Settings, ui: &Ui) -> Result<FileReport> {
 
 /// The frames a WAV file of `len` bytes holds after its header (`None` if the header
 /// cannot be read: the reader reports why), leaving `file` at its start.
-fn frames_held(file: &mut File, len: u64) -> Option<u64> {
+fn frames_held(file: &mut File, len: u64) -> io::Result<Option<u64>> {
     let header = WavSpec::read_header(&*file).ok();
-    file.rewind().ok()?;
-    let (spec, audio_at) = header?;
-    Some(len.saturating_sub(audio_at) / spec.frame_bytes() as u64)
+    file.rewind()?;
+    Ok(header.map(|(spec, audio_at)| len.saturating_sub(audio_at) / spec.frame_bytes() as u64))
 }
 
 /// `held`: the frames the input file really holds, when it is a file (a header may
