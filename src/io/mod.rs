@@ -10,16 +10,24 @@
 //! The writer ([`WavFileWriter`], [`write_wav_file`]) writes through `hound` into a
 //! hidden temporary file next to the target and renames it over the target only when
 //! the file is complete, so an interrupted run never leaves a truncated output or
-//! destroys an existing one. [`write_wav_to`] writes to any byte sink (stdout).
+//! destroys an existing one. That temporary file is an [`AtomicFile`]: an unpredictable
+//! name, created exclusively (a planted file or symbolic link is never opened), with
+//! the permission bits asked for; any other output file should go through it too.
+//! [`write_wav_to`] writes audio held in memory to any byte sink, and
+//! [`WavStreamWriter`] streams audio of any length to one (stdout) in constant memory.
 
+mod atomic;
 mod wav_read;
+mod wav_stream;
 mod wav_write;
 
 use std::path::{Path, PathBuf};
 
+pub use atomic::AtomicFile;
 pub use wav_read::{
     read_wav, read_wav_file, ReadWarnings, Truncation, WavAudio, WavReader, WavSpec,
 };
+pub use wav_stream::WavStreamWriter;
 pub use wav_write::{write_wav_file, write_wav_to, OutputFormat, WavFileWriter, MAX_DATA_BYTES};
 
 /// Why a WAV file could not be read or written.
@@ -199,6 +207,14 @@ pub enum WavError {
         len: usize,
         /// Channels per frame.
         channels: u16,
+    },
+
+    /// More audio given to a [`WavStreamWriter`] than the header it already wrote
+    /// announced.
+    #[error("more audio than the {announced} frames announced in the WAV header already written")]
+    StreamOverrun {
+        /// Frames the header announced.
+        announced: u64,
     },
 
     /// More audio than a WAV file's 32-bit sizes can describe.

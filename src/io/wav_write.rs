@@ -1,34 +1,31 @@
 //! WAV output that never leaves a half-written file behind.
 //!
-//! [`WavFileWriter`] writes through `hound` into a hidden temporary file in the target's
-//! folder (`.<name>.<pid>.<counter>.tmp`; the same folder, so the final rename stays on
-//! one file system and is atomic) and only [`finish`](WavFileWriter::finish) renames it
-//! over the target. A writer dropped before that (an error, a panic, a Ctrl-C handler
-//! that unwinds) removes its temporary file and leaves an existing target as it was.
-//! Only a process killed outright can leave a stale hidden `.tmp` file.
+//! [`WavFileWriter`] writes through `hound` into the hidden temporary file of an
+//! [`AtomicFile`] (in the target's folder, an unpredictable name, created exclusively,
+//! with the requested permission bits) and only [`finish`](WavFileWriter::finish)
+//! renames it over the target. A writer dropped before that (an error, a panic, a
+//! Ctrl-C handler that unwinds) removes its temporary file and leaves an existing
+//! target as it was. Only a process killed outright can leave a stale hidden `.tmp`
+//! file.
 //!
 //! [`write_wav_to`] writes to any byte sink, including non-seekable ones like stdout:
 //! all samples are in memory, so the header can be written first with the final sizes.
-//! Both produce the same bytes for the same audio.
+//! Both produce the same bytes for the same audio. [`WavStreamWriter`](super::WavStreamWriter)
+//! streams to such a sink when the length is not known up front.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_spec, os_reason, write_error, WavError, GUID_TAIL};
+use super::{check_spec, os_reason, write_error, AtomicFile, WavError, GUID_TAIL};
 use crate::dsp::convert::{f32_to_i16, ParseFormatError, SampleFormat};
 
 /// Largest data chunk written, in bytes: the RIFF size field (data plus up to 60 bytes
 /// of header) must still fit in 32 bits. RF64 output is not written.
 pub const MAX_DATA_BYTES: u64 = u32::MAX as u64 - 68;
-
-/// Distinguishes temporary files of one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes of the buffer between the converter and the file or stream.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -196,7 +193,7 @@ fn f32_to_i24(v: f32) -> i32 {
 
 /// Encodes `samples` little-endian into the front of `out`
 /// (`out.len() >= samples.len() * format.bytes()`).
-fn encode(format: OutputFormat, samples: &[f32], out: &mut [u8]) {
+pub(super) fn encode(format: OutputFormat, samples: &[f32], out: &mut [u8]) {
     let n = format.bytes();
     for (&v, b) in samples.iter().zip(out.chunks_exact_mut(n)) {
         match format {
@@ -242,17 +239,18 @@ fn too_long(sample_rate: u32, channels: u16, format: OutputFormat) -> WavError {
 /// ```
 pub struct WavFileWriter {
     target: PathBuf,
-    temp: PathBuf,
     /// `Some` until finished or dropped; an `Option` so that `Drop` can close it before
-    /// removing the file.
+    /// the guard removes the file.
     writer: Option<hound::WavWriter<BufWriter<File>>>,
     /// A second handle on the temporary file, to sync it after `hound` has closed its own.
     sync_handle: Option<File>,
+    /// The temporary file; removes it when dropped unfinished (after the handles above,
+    /// which `Drop` closes first).
+    guard: Option<AtomicFile>,
     format: OutputFormat,
     sample_rate: u32,
     channels: u16,
     data_bytes: u64,
-    renamed: bool,
 }
 
 impl WavFileWriter {
@@ -260,19 +258,46 @@ impl WavFileWriter {
     /// hidden temporary file next to `path`.
     ///
     /// A folder that does not exist is an error, not created: a typo in `-o` should not
-    /// scatter folders.
+    /// scatter folders. The file gets the usual permissions (0o666 less the umask); see
+    /// [`create_with_mode`](Self::create_with_mode) to choose them.
     pub fn create(
         path: impl AsRef<Path>,
         sample_rate: u32,
         channels: u16,
         format: OutputFormat,
     ) -> Result<Self, WavError> {
-        let target = path.as_ref().to_path_buf();
+        Self::open(path.as_ref(), sample_rate, channels, format, None)
+    }
+
+    /// [`create`](Self::create), with the Unix permission bits the file gets (the
+    /// temporary file already has them, so the audio is never readable by more users
+    /// than the result): a tool that derives one file from another keeps a private
+    /// input private. Ignored on other systems.
+    pub fn create_with_mode(
+        path: impl AsRef<Path>,
+        sample_rate: u32,
+        channels: u16,
+        format: OutputFormat,
+        mode: u32,
+    ) -> Result<Self, WavError> {
+        Self::open(path.as_ref(), sample_rate, channels, format, Some(mode))
+    }
+
+    fn open(
+        path: &Path,
+        sample_rate: u32,
+        channels: u16,
+        format: OutputFormat,
+        mode: Option<u32>,
+    ) -> Result<Self, WavError> {
+        let target = path.to_path_buf();
         check_spec(sample_rate, channels)?;
-        let name = target.file_name().ok_or_else(|| WavError::BadOutputPath {
-            path: target.clone(),
-            reason: "does not name a file",
-        })?;
+        if target.file_name().is_none() {
+            return Err(WavError::BadOutputPath {
+                path: target,
+                reason: "does not name a file",
+            });
+        }
         let folder = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -297,18 +322,18 @@ impl WavFileWriter {
                 reason: "is a folder",
             });
         }
-        let (temp, file) = create_temp(&folder, name).map_err(|e| write_error(&target, e))?;
+        let (guard, file) =
+            AtomicFile::create(&target, mode).map_err(|e| write_error(&target, e))?;
         // From here on, `Drop` removes the temporary file if anything fails.
         let mut this = Self {
             target,
-            temp,
             writer: None,
             sync_handle: None,
+            guard: Some(guard),
             format,
             sample_rate,
             channels,
             data_bytes: 0,
-            renamed: false,
         };
         this.sync_handle = Some(file.try_clone().map_err(|e| write_error(&this.target, e))?);
         let buffered = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
@@ -356,13 +381,10 @@ impl WavFileWriter {
             return Err(closed(&self.target));
         };
         w.finalize().map_err(|e| hound_error(&self.target, e))?;
-        if let Some(f) = self.sync_handle.take() {
-            f.sync_all().map_err(|e| write_error(&self.target, e))?;
-        }
-        fs::rename(&self.temp, &self.target).map_err(|e| write_error(&self.target, e))?;
-        self.renamed = true;
-        sync_folder(&self.target);
-        Ok(())
+        let (Some(file), Some(guard)) = (self.sync_handle.take(), self.guard.take()) else {
+            return Err(closed(&self.target));
+        };
+        guard.commit(file).map_err(|e| write_error(&self.target, e))
     }
 
     /// The file this writer will produce.
@@ -385,7 +407,7 @@ impl std::fmt::Debug for WavFileWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WavFileWriter")
             .field("target", &self.target)
-            .field("temp", &self.temp)
+            .field("temp", &self.guard.as_ref().map(AtomicFile::temp_path))
             .field("format", &self.format)
             .field("sample_rate", &self.sample_rate)
             .field("channels", &self.channels)
@@ -396,12 +418,11 @@ impl std::fmt::Debug for WavFileWriter {
 
 impl Drop for WavFileWriter {
     fn drop(&mut self) {
-        if !self.renamed {
-            // Close both handles first: some systems refuse to remove open files.
-            drop(self.writer.take());
-            drop(self.sync_handle.take());
-            let _ = fs::remove_file(&self.temp);
-        }
+        // Close both handles before the guard removes the file: some systems refuse to
+        // remove open files.
+        drop(self.writer.take());
+        drop(self.sync_handle.take());
+        drop(self.guard.take());
     }
 }
 
@@ -424,44 +445,6 @@ fn hound_error(target: &Path, e: hound::Error) -> WavError {
             source: None,
         },
     }
-}
-
-/// Creates a new hidden temporary file for `name` in `folder`, never reusing an
-/// existing one.
-fn create_temp(folder: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)> {
-    for _ in 0..64 {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut temp_name = OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".{}.{}.tmp", std::process::id(), n));
-        let temp = folder.join(temp_name);
-        match OpenOptions::new().write(true).create_new(true).open(&temp) {
-            Ok(f) => return Ok((temp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free temporary file name next to it",
-    ))
-}
-
-/// Makes the rename durable where the OS allows syncing a folder; failures only cost
-/// durability after a power cut, so they are ignored.
-fn sync_folder(target: &Path) {
-    #[cfg(unix)]
-    {
-        let folder = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if let Ok(f) = File::open(folder) {
-            let _ = f.sync_all();
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = target;
 }
 
 /// Writes a whole WAV file atomically (see [`WavFileWriter`]).
@@ -743,9 +726,8 @@ mod tests {
         w.write(&[0.1; 480]).unwrap();
         let during = files_in(dir.path());
         assert_eq!(during.len(), 1, "{during:?}");
-        let pattern = format!(".out.wav.{}.", std::process::id());
         assert!(
-            during[0].starts_with(&pattern) && during[0].ends_with(".tmp"),
+            during[0].starts_with(".out.wav.") && during[0].ends_with(".tmp"),
             "{during:?}"
         );
         assert!(!target.exists());

@@ -10,3 +10,6 @@ mod bad_input;
 mod enhance;
 /// `clearvox metrics`.
 mod metrics;
+/// Outputs and the report under misuse: no input or output replaced, no link followed,
+/// permissions kept, `-o -` streamed.
+mod output_files;

@@ -4,11 +4,18 @@
 //! output lines up with the input and has its duration) and written by a
 //! [`WavFileWriter`] (a temporary file renamed over the target at the end): memory does
 //! not grow with the file's length, and a failure leaves no output behind and an
-//! existing one untouched. Only `-o -` keeps the output in memory, because a WAV
-//! header written to a pipe must carry the sizes before the audio.
+//! existing one untouched. `-o -` streams through a [`WavStreamWriter`]: exact sizes in
+//! the header when the input is a file holding all the audio its header announces,
+//! 0xFFFFFFFF ("until the end") otherwise (stdin, a truncated file), so memory stays
+//! bounded there too, even for an endless stdin. The header goes out before the audio
+//! is read: a failure midway leaves a cut stream on stdout and a non-zero exit.
+//!
+//! Outputs and the report keep the read/write permission bits of their input (the
+//! owner always reading and writing), and are 0o600 when the input is not a file: a
+//! private recording stays private.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, BufWriter, Read, Seek};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -18,7 +25,8 @@ use rayon::prelude::*;
 
 use clearvox::config::Denoiser;
 use clearvox::dsp::convert::Downmixer;
-use clearvox::io::{write_wav_to, OutputFormat, WavFileWriter, WavReader};
+use clearvox::io::{OutputFormat, WavFileWriter, WavReader, WavSpec, WavStreamWriter};
+use clearvox::pipeline::duration_at;
 use clearvox::{Aligner, Pipeline, Preset};
 
 use crate::levels::{segments, LevelMeter};
@@ -31,6 +39,12 @@ use clearvox::io::os_reason;
 
 /// Input frames read and processed per step.
 const CHUNK_FRAMES: usize = 4096;
+
+/// Bytes buffered between the WAV stream and stdout.
+const STDOUT_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Permission bits of outputs whose input is not a regular file (a pipe, a terminal).
+const PRIVATE_MODE: u32 = 0o600;
 
 /// Runs `clearvox enhance`.
 pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
@@ -48,6 +62,11 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
         report::check_path(path)?;
     }
     let plan = plan::plan(&args.inputs, output)?;
+    let others = other_inputs(args, &config);
+    plan::check_other_inputs(&plan, &others)?;
+    if let Some(path) = &args.report {
+        plan::check_report(path, &plan, &others)?;
+    }
     let noise = settings::read_noise_clip(&args.pipeline)?;
     if let Some(clip) = &noise {
         // Fail once, before any file, if the clip cannot give a profile.
@@ -134,6 +153,7 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
                 failures: &failed,
                 totals,
             },
+            report_mode(&plan.jobs),
         )?;
     }
     Ok(if failed.is_empty() {
@@ -164,23 +184,91 @@ fn run_job(job: &Job, settings: &Settings, ui: &Ui) -> Result<FileReport, Failur
     })
 }
 
+/// Files the run reads besides its audio inputs, which no output may replace.
+fn other_inputs(args: &EnhanceArgs, config: &clearvox::Config) -> Vec<std::path::PathBuf> {
+    [
+        args.pipeline.config.clone(),
+        args.pipeline.noise_profile.clone(),
+        config.deepfilter.model.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The permission bits of a file derived from an input with metadata `meta`: its
+/// read/write bits, the owner's always set; [`PRIVATE_MODE`] when it is not a file.
+fn mode_from(meta: Option<&fs::Metadata>) -> u32 {
+    #[cfg(unix)]
+    if let Some(m) = meta.filter(|m| m.is_file()) {
+        use std::os::unix::fs::PermissionsExt;
+        return (m.permissions().mode() & 0o666) | 0o600;
+    }
+    let _ = meta;
+    PRIVATE_MODE
+}
+
+fn input_mode(input: &Input) -> u32 {
+    match input {
+        Input::Stdin => mode_from(plan::stdin_metadata().as_ref()),
+        Input::File(p) => mode_from(fs::metadata(p).ok().as_ref()),
+    }
+}
+
+/// The report describes every input: only the permission bits they all share.
+fn report_mode(jobs: &[Job]) -> u32 {
+    jobs.iter()
+        .map(|j| input_mode(&j.input))
+        .fold(0o666, |a, m| a & m)
+        | 0o600
+}
+
 fn enhance_file(job: &Job, settings: &Settings, ui: &Ui) -> Result<FileReport> {
     let started = Instant::now();
     match &job.input {
         Input::Stdin => {
             let stdin = io::stdin();
-            enhance_stream(WavReader::new(stdin.lock())?, job, settings, ui, started)
+            let mode = input_mode(&job.input);
+            let reader = WavReader::new(stdin.lock())?;
+            enhance_stream(reader, None, mode, job, settings, ui, started)
         }
         Input::File(path) => {
-            let file = File::open(path)
+            let mut file = File::open(path)
                 .map_err(|e| anyhow!("cannot open {}: {}", path.display(), os_reason(&e)))?;
-            enhance_stream(WavReader::new(file)?, job, settings, ui, started)
+            let meta = file.metadata().ok();
+            let mode = mode_from(meta.as_ref());
+            let held = match (&job.output, &meta) {
+                (Output::Stdout, Some(m)) if m.is_file() => frames_held(&mut file, m.len())
+                    .map_err(|e| anyhow!("cannot read {}: {}", path.display(), os_reason(&e)))?,
+                _ => None,
+            };
+            enhance_stream(
+                WavReader::new(file)?,
+                held,
+                mode,
+                job,
+                settings,
+                ui,
+                started,
+            )
         }
     }
 }
 
+/// The frames a WAV file of `len` bytes holds after its header (`None` if the header
+/// cannot be read: the reader reports why), leaving `file` at its start.
+fn frames_held(file: &mut File, len: u64) -> io::Result<Option<u64>> {
+    let header = WavSpec::read_header(&*file).ok();
+    file.rewind()?;
+    Ok(header.map(|(spec, audio_at)| len.saturating_sub(audio_at) / spec.frame_bytes() as u64))
+}
+
+/// `held`: the frames the input file really holds, when it is a file (a header may
+/// promise more than a truncated file has).
 fn enhance_stream<R: Read>(
     mut reader: WavReader<R>,
+    held: Option<u64>,
+    mode: u32,
     job: &Job,
     settings: &Settings,
     ui: &Ui,
@@ -200,7 +288,13 @@ fn enhance_stream<R: Read>(
         .format
         .unwrap_or_else(|| OutputFormat::for_input(spec.format));
     let downmix = Downmixer::new(channels, settings.config.channel)?;
-    let mut sink = Sink::open(&job.output, out_rate, format)?;
+    // The output's length, when the input's is certain: what the header announces and
+    // the file holds (the aligned output has the input's duration at the output rate).
+    let out_frames = reader
+        .len_frames()
+        .filter(|&n| held.is_some_and(|h| n <= h))
+        .map(|n| duration_at(n, spec.sample_rate, out_rate));
+    let mut sink = Sink::open(&job.output, out_rate, format, mode, out_frames)?;
     let mut aligner = Aligner::new(pipeline);
 
     let bar = ui.file_bar(&job.input_name(), reader.len_frames(), spec.sample_rate);
@@ -276,22 +370,26 @@ const NARROWBAND_BELOW_HZ: u32 = 16_000;
 /// Where the enhanced samples go.
 enum Sink {
     File(WavFileWriter),
-    /// For stdout: the header needs the final size before the audio.
-    Memory {
-        samples: Vec<f32>,
-        rate: u32,
-        format: OutputFormat,
-    },
+    /// stdout, streamed: nothing is kept.
+    Stream(WavStreamWriter<BufWriter<io::Stdout>>),
 }
 
 impl Sink {
-    fn open(output: &Output, rate: u32, format: OutputFormat) -> Result<Self> {
+    /// `frames`: the output's length if known (exact sizes in a streamed header).
+    fn open(
+        output: &Output,
+        rate: u32,
+        format: OutputFormat,
+        mode: u32,
+        frames: Option<u64>,
+    ) -> Result<Self> {
         match output {
-            Output::Stdout => Ok(Self::Memory {
-                samples: Vec::new(),
-                rate,
-                format,
-            }),
+            Output::Stdout => {
+                let stdout = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout());
+                Ok(Self::Stream(WavStreamWriter::new(
+                    stdout, rate, 1, format, frames,
+                )?))
+            }
             Output::File {
                 path,
                 create_folders,
@@ -299,7 +397,9 @@ impl Sink {
                 if *create_folders {
                     create_parent(path)?;
                 }
-                Ok(Self::File(WavFileWriter::create(path, rate, 1, format)?))
+                Ok(Self::File(WavFileWriter::create_with_mode(
+                    path, rate, 1, format, mode,
+                )?))
             }
         }
     }
@@ -307,7 +407,7 @@ impl Sink {
     fn write(&mut self, samples: &[f32]) -> Result<()> {
         match self {
             Self::File(w) => w.write(samples)?,
-            Self::Memory { samples: all, .. } => all.extend_from_slice(samples),
+            Self::Stream(w) => w.write(samples)?,
         }
         Ok(())
     }
@@ -315,11 +415,9 @@ impl Sink {
     fn finish(self) -> Result<()> {
         match self {
             Self::File(w) => w.finish()?,
-            Self::Memory {
-                samples,
-                rate,
-                format,
-            } => write_wav_to(io::stdout().lock(), rate, 1, format, &samples)?,
+            Self::Stream(w) => {
+                w.finish()?;
+            }
         }
         Ok(())
     }

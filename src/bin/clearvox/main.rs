@@ -310,6 +310,10 @@ With one input file, OUT is the output file (or an existing folder to write it i
 `-o -` writes the WAV to stdout. With a folder or several inputs, OUT must be an
 existing folder: every .wav file below a folder is enhanced into the same relative
 path inside OUT. `-` as the input reads one WAV from stdin (sizes may be unknown).
+`-o -` streams: its header has the exact sizes when the input is a file that holds
+all its header announces, else 0xFFFFFFFF (\"until the end\", as ffmpeg writes it).
+Outputs and the report keep the input's read/write permission bits (0600 from a
+pipe); neither may be an input, nor the report an output.
 
 Settings apply in order: the preset (--preset, else the `preset` key of the --config
 file, else max-quality), then the values in the --config file, then the other flags.")]

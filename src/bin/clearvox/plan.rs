@@ -95,6 +95,14 @@ pub fn plan(inputs: &[PathBuf], output: &Path) -> Result<Plan> {
             }
             single_output(output)?
         };
+        if let Output::File { path, .. } = &output {
+            if stdin_is(path) {
+                bail!(
+                    "output {} is the file stdin reads: choose another output",
+                    path.display()
+                );
+            }
+        }
         return Ok(Plan {
             jobs: vec![Job {
                 input: Input::Stdin,
@@ -223,15 +231,132 @@ fn check_not_input(input: &Path, output: &Output) -> Result<()> {
     let Output::File { path, .. } = output else {
         return Ok(());
     };
-    if let (Ok(a), Ok(b)) = (fs::canonicalize(input), fs::canonicalize(path)) {
-        if a == b {
-            bail!(
-                "output {} is the input file itself: choose another output",
-                path.display()
-            );
+    if same_file(input, path) {
+        bail!(
+            "output {} is the input file itself: choose another output",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses outputs that are one of the files the run reads besides its audio inputs
+/// (the `--config` file, the noise clip, the model).
+pub fn check_other_inputs(plan: &Plan, others: &[PathBuf]) -> Result<()> {
+    for job in &plan.jobs {
+        if let Output::File { path, .. } = &job.output {
+            if let Some(other) = others.iter().find(|o| same_file(o, path)) {
+                bail!(
+                    "output {} is the input file {}: choose another output",
+                    path.display(),
+                    other.display()
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// Refuses a report path that is any file the run reads or writes: an input (audio or
+/// `others`) would be destroyed, an output replaced by the report.
+pub fn check_report(report: &Path, plan: &Plan, others: &[PathBuf]) -> Result<()> {
+    let inputs = plan.jobs.iter().filter_map(|j| match &j.input {
+        Input::File(p) => Some(p.as_path()),
+        Input::Stdin => None,
+    });
+    if let Some(input) = inputs
+        .chain(others.iter().map(PathBuf::as_path))
+        .find(|i| same_file(i, report))
+    {
+        bail!(
+            "report {} is the input file {}: choose another report path",
+            report.display(),
+            input.display()
+        );
+    }
+    if plan.jobs.iter().any(|j| j.input == Input::Stdin) && stdin_is(report) {
+        bail!(
+            "report {} is the file stdin reads: choose another report path",
+            report.display()
+        );
+    }
+    for job in &plan.jobs {
+        if let Output::File { path, .. } = &job.output {
+            if same_file(path, report) {
+                bail!(
+                    "report {} is the output file {}: choose another report path",
+                    report.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` name the same file: for two existing paths, the same device and
+/// inode (symbolic links, `./` and `..`, hard links); otherwise the same canonical
+/// folder and file name, so that two spellings of a file still to be created match.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    if let (Ok(ma), Ok(mb)) = (fs::metadata(a), fs::metadata(b)) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            return ma.dev() == mb.dev() && ma.ino() == mb.ino();
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (ma, mb);
+            return fs::canonicalize(a).ok() == fs::canonicalize(b).ok();
+        }
+    }
+    match (resolved(a), resolved(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Whether stdin is the file at `path` (`< file`).
+fn stdin_is(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (stdin_metadata(), fs::metadata(path)) {
+            (Some(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
+/// What stdin is, where the OS can tell (a file redirected with `<` has metadata).
+pub fn stdin_metadata() -> Option<fs::Metadata> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+        fs::File::from(fd).metadata().ok()
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// `path` made absolute without following a last component that does not exist: the
+/// canonical folder joined with the file name.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = fs::canonicalize(path) {
+        return Some(p);
+    }
+    let name = path.file_name()?;
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Some(fs::canonicalize(folder).ok()?.join(name))
 }
 
 /// Collects the `.wav` files below `dir` (any case; hidden files and folders skipped),
@@ -274,6 +399,29 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_file_sees_through_spellings_links_and_hard_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let a = d.join("a.wav");
+        fs::write(&a, b"x").unwrap();
+        fs::write(d.join("b.wav"), b"x").unwrap();
+        fs::create_dir(d.join("sub")).unwrap();
+        assert!(same_file(&a, &d.join("sub/../a.wav")));
+        assert!(same_file(&a, &d.join(".").join("a.wav")));
+        assert!(!same_file(&a, &d.join("b.wav")));
+        // Not created yet: the same folder and name.
+        assert!(same_file(&d.join("new.json"), &d.join("sub/../new.json")));
+        assert!(!same_file(&d.join("new.json"), &d.join("sub/new.json")));
+        #[cfg(unix)]
+        {
+            fs::hard_link(&a, d.join("hard.wav")).unwrap();
+            assert!(same_file(&a, &d.join("hard.wav")));
+            std::os::unix::fs::symlink(&a, d.join("soft.wav")).unwrap();
+            assert!(same_file(&d.join("soft.wav"), &a));
+        }
+    }
 
     #[test]
     fn wav_extension_is_case_insensitive() {

@@ -1,8 +1,7 @@
 //! The `--report` JSON document, and writing it atomically.
 
-use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -10,7 +9,7 @@ use serde::Serialize;
 use clearvox::config::Config;
 
 use crate::levels::Segment;
-use clearvox::io::os_reason;
+use clearvox::io::{os_reason, AtomicFile};
 
 /// What happened to one file that was enhanced.
 #[derive(Clone, Debug, Serialize)]
@@ -104,36 +103,19 @@ fn folder_of(path: &Path) -> &Path {
     }
 }
 
-/// Writes `report` as pretty JSON to `path` through a temporary file and a rename, so
-/// that the file appears complete or not at all.
-pub fn write(path: &Path, report: &Report<'_>) -> Result<()> {
+/// Writes `report` as pretty JSON to `path` with the permission bits `mode`, through
+/// the same [`AtomicFile`] as the WAV outputs: an unpredictable temporary name created
+/// exclusively (never following a planted link) and renamed over `path`, so that the
+/// file appears complete or not at all.
+pub fn write(path: &Path, report: &Report<'_>, mode: u32) -> Result<()> {
     let mut text = serde_json::to_string_pretty(report)?;
     text.push('\n');
-    write_atomic(path, text.as_bytes())
+    write_atomic(path, text.as_bytes(), mode)
         .map_err(|e| anyhow::anyhow!("cannot write report {}: {}", path.display(), os_reason(&e)))
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("the path does not name a file"))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".{}.tmp", std::process::id()));
-    let temp: PathBuf = folder_of(path).join(temp_name);
-    let result = (|| {
-        let mut f: File = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let (guard, mut file) = AtomicFile::create(path, Some(mode))?;
+    file.write_all(bytes)?;
+    guard.commit(file)
 }
