@@ -257,12 +257,14 @@ impl Client {
             self.shared.connected.store(true, Relaxed);
             let started = Instant::now();
             let sent_before = self.shared.samples_sent.load(Relaxed);
+            let acked_before = self.shared.acked_samples.load(Relaxed);
             let outcome = self.session(ws).await;
             self.shared.connected.store(false, Relaxed);
-            // Only a connection that carried audio for a while shows the trouble is over.
-            if started.elapsed() >= healthy_after
-                && self.shared.samples_sent.load(Relaxed) > sent_before
-            {
+            // Only a connection that carried audio shows the trouble is over: audio its
+            // receiver acknowledged, or audio sent for a while.
+            let sent = self.shared.samples_sent.load(Relaxed) > sent_before;
+            let acked = self.shared.acked_samples.load(Relaxed) > acked_before;
+            if sent && (acked || started.elapsed() >= healthy_after) {
                 backoff.reset();
                 repeats.reset();
             }

@@ -128,8 +128,9 @@ pub struct StreamConfig {
     /// Longest reconnect delay, ms.
     pub backoff_max_ms: u64,
     /// How long a connection must carry audio before the reconnect delay starts again
-    /// from `backoff_initial_ms`, ms: a receiver that accepts and then drops every
-    /// connection is retried ever more slowly, not in a loop.
+    /// from `backoff_initial_ms`, ms, unless its receiver acknowledged some (then at
+    /// once): a receiver that accepts and then drops every connection is retried ever
+    /// more slowly, not in a loop.
     pub healthy_after_ms: u64,
     /// How long to wait for a receiver's resume message when it says nothing at all, ms
     /// (a receiver that opens with anything else is known not to acknowledge at once).
