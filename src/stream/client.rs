@@ -20,6 +20,7 @@ use tokio_tungstenite::{
 
 use super::buffer::{Item, ReplayBuffer, StreamItem};
 use super::protocol::{self, Control, Protocol, OPENAI_MIN_COMMIT_MS};
+use super::retry::{status_is_final, Backoff, Repeats};
 use super::server::RESUME_KEY_HEADER;
 use super::tls::{Destination, Scheme};
 use super::{Shared, StreamConfig, StreamError, StreamEvent, Token, TurnDetection};
@@ -27,6 +28,8 @@ use crate::dsp::convert::f32_to_i16;
 use crate::dsp::resample::StreamResampler;
 use crate::dsp::vad::{VadEvent, VadEventKind};
 use crate::pipeline::rescale;
+
+mod receive;
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -50,9 +53,14 @@ pub(crate) enum Input {
 }
 
 /// How a connection ended.
-enum Outcome {
+#[derive(Debug, PartialEq)]
+pub(crate) enum Outcome {
+    /// The stream was delivered (or given up on at its end).
     Finished,
+    /// Lost: reconnect (after the backoff).
     Lost(String),
+    /// The receiver refused this client on principle: never retried.
+    Final(String),
 }
 
 pub(crate) struct Client {
@@ -81,8 +89,10 @@ pub(crate) struct Client {
     last_acknowledged: bool,
     /// Never-sent audio that overflow removed, already counted as dropped.
     overflow_accounted: u64,
-    /// The key the receiver gave when the stream was created: proves on a reconnect that
-    /// this client is the stream's owner. Kept in memory only.
+    /// The stream's resume key: proves on every connection that this client is the
+    /// stream's owner. Made here (32 random bytes) and sent from the first connection
+    /// on, so a lost first answer cannot orphan the stream; a receiver that answers with
+    /// a key of its own replaces it. Kept in memory only.
     resume_key: std::sync::Mutex<Option<HeaderValue>>,
 }
 
@@ -125,7 +135,7 @@ impl Client {
             rtt_count: 0,
             last_acknowledged: false,
             overflow_accounted: 0,
-            resume_key: std::sync::Mutex::new(None),
+            resume_key: std::sync::Mutex::new(own_resume_key()),
         }
     }
 
@@ -144,7 +154,7 @@ impl Client {
         let headers = request.headers_mut();
         let header = |v: &str| {
             HeaderValue::from_str(v)
-                .map_err(|_| StreamError::Config(format!("header value is not valid: {v:?}")))
+                .map_err(|_| StreamError::Config("a header value holds characters a header cannot".into()))
         };
         if let Some(t) = &self.token {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
@@ -187,7 +197,7 @@ impl Client {
             }),
             Ok(Err(e)) => Err(self.connect_error(e)),
             Ok(Ok((ws, response))) => {
-                // A receiver that created the stream gives its key (once).
+                // A receiver that made the stream's key itself gives it (once).
                 if let Some(key) = response.headers().get(RESUME_KEY_HEADER) {
                     let mut key = key.clone();
                     key.set_sensitive(true);
@@ -198,6 +208,7 @@ impl Client {
         }
     }
 
+    /// The key in use (see the field).
     fn resume_key(&self) -> std::sync::MutexGuard<'_, Option<HeaderValue>> {
         self.resume_key
             .lock()
@@ -232,11 +243,14 @@ impl Client {
         }
     }
 
-    /// Runs until the stream is finished and delivered (or given up on).
+    /// Runs until the stream is finished and delivered (or given up on), or the receiver
+    /// refuses it for good.
     pub(crate) async fn run(mut self, first: Ws) {
         let mut socket = Some(first);
-        let mut backoff = Duration::from_millis(self.config.backoff_initial_ms);
-        let mut failures = 0u32;
+        let mut backoff = Backoff::new(self.config.backoff_initial_ms, self.config.backoff_max_ms);
+        let mut repeats = Repeats::default();
+        let healthy_after = Duration::from_millis(self.config.healthy_after_ms);
+        let mut failure = None;
         loop {
             let ws = match socket.take() {
                 Some(ws) => ws,
@@ -247,45 +261,93 @@ impl Client {
                     match self.connect().await {
                         Ok(ws) => {
                             self.shared.reconnects.fetch_add(1, Relaxed);
-                            backoff = Duration::from_millis(self.config.backoff_initial_ms);
-                            failures = 0;
                             ws
                         }
                         Err(e) => {
-                            failures += 1;
-                            if failures == 1 || failures.is_power_of_two() {
-                                self.event(StreamEvent::Warning(format!(
-                                    "reconnect attempt {failures} failed: {e}"
-                                )));
+                            if let StreamError::Rejected { status, .. } = &e {
+                                if status_is_final(*status) {
+                                    failure = Some(e.to_string());
+                                    break;
+                                }
                             }
-                            let wait = jittered(backoff);
+                            if let Some(line) = repeats.note(&format!("reconnecting failed: {e}")) {
+                                self.event(StreamEvent::Warning(line));
+                            }
+                            let wait = backoff.wait();
                             self.idle_until(Instant::now() + wait).await;
-                            backoff = (backoff * 2)
-                                .min(Duration::from_millis(self.config.backoff_max_ms));
                             continue;
                         }
                     }
                 }
             };
             self.shared.connected.store(true, Relaxed);
+            let started = Instant::now();
+            let sent_before = self.shared.samples_sent.load(Relaxed);
+            let acked_before = self.shared.acked_samples.load(Relaxed);
             let outcome = self.session(ws).await;
             self.shared.connected.store(false, Relaxed);
+            // Only a connection that carried audio shows the trouble is over: audio its
+            // receiver acknowledged, or audio sent for a while.
+            let sent = self.shared.samples_sent.load(Relaxed) > sent_before;
+            let acked = self.shared.acked_samples.load(Relaxed) > acked_before;
+            if sent && (acked || started.elapsed() >= healthy_after) {
+                backoff.reset();
+                repeats.reset();
+            }
             match outcome {
                 Outcome::Finished => break,
+                Outcome::Final(reason) => {
+                    failure = Some(reason);
+                    break;
+                }
                 Outcome::Lost(reason) => {
-                    self.event(StreamEvent::Disconnected { reason });
+                    if let Some(reason) = repeats.note(&reason) {
+                        self.event(StreamEvent::Disconnected { reason });
+                    }
+                    let wait = backoff.wait();
+                    self.idle_until(Instant::now() + wait).await;
                 }
             }
         }
         // Whatever was not delivered is discarded now: counted and said.
-        let end = self.buffer.end();
+        let end = self.buffer.end() + self.pending.len() as u64;
         let left = if self.last_acknowledged {
             end.saturating_sub(self.shared.acked_samples.load(Relaxed))
         } else {
             end.saturating_sub(self.shared.samples_sent_position.load(Relaxed))
                 .saturating_sub(self.overflow_accounted)
         };
-        self.account_dropped(left, "undelivered at the end of the stream");
+        match failure {
+            None => self.account_dropped(left, "undelivered at the end of the stream"),
+            Some(reason) => {
+                if let Ok(mut f) = self.shared.failure.lock() {
+                    *f = Some(reason);
+                }
+                self.account_dropped(left, "undelivered: the receiver refused the stream");
+                let later = self.drain().await;
+                self.account_dropped(later, "produced after the receiver refused the stream");
+            }
+        }
+    }
+
+    /// After a final refusal: takes what the producer still hands over until it
+    /// finishes, so that it never blocks; returns how many samples (at the stream's
+    /// rate) that was.
+    async fn drain(&mut self) -> u64 {
+        let mut samples = 0;
+        if self.finishing.is_some() {
+            return samples;
+        }
+        while !self.input_closed {
+            match self.input.recv().await {
+                Some(Input::Frame {
+                    samples: s, rate, ..
+                }) => samples += rescale(s.len() as u64, rate, self.rate),
+                Some(Input::Clear) => {}
+                Some(Input::Finish) | None => break,
+            }
+        }
+        samples
     }
 
     fn gave_up(&self) -> bool {
@@ -319,7 +381,7 @@ impl Client {
         }
     }
 
-    fn take_input(&mut self, input: Option<Input>) {
+    pub(crate) fn take_input(&mut self, input: Option<Input>) {
         match input {
             None => {
                 self.input_closed = true;
@@ -474,16 +536,11 @@ impl Client {
                     input = self.input.recv(), if !self.input_closed => self.take_input(input),
                     msg = ws.next() => match msg {
                         Some(Ok(Message::Text(t))) => {
-                            if let Ok(Control::Resume { received: n, .. }) = serde_json::from_str(t.as_str()) {
-                                received = Some(n);
-                                break;
-                            }
-                            // A receiver with the extension speaks it first: this one
-                            // does not (an OpenAI server opens with session.created).
-                            self.server_message(t.as_str());
+                            received = self.first_message(t.as_str());
                             break;
                         }
-                        Some(Ok(Message::Close(_))) | None => return Outcome::Lost("closed by the receiver".into()),
+                        Some(Ok(Message::Close(frame))) => return self.closed(frame),
+                        None => return Outcome::Lost("closed by the receiver".into()),
                         Some(Err(e)) => return Outcome::Lost(e.to_string()),
                         Some(Ok(_)) => {}
                     },
@@ -492,25 +549,7 @@ impl Client {
             }
         }
         let acknowledged = received.is_some();
-        self.last_acknowledged = acknowledged;
-        let from = match received {
-            Some(n) => {
-                self.buffer.ack(n);
-                let from = self.buffer.rewind(n);
-                if from > n {
-                    self.account_dropped(from - n, "the buffer overflowed during the outage");
-                }
-                self.shared.acked_samples.store(n, Relaxed);
-                from
-            }
-            None => {
-                // No acknowledgements: resend the current utterance, since what of it
-                // arrived is unknown; otherwise go on from what was never sent.
-                let unsent = self.first_unsent();
-                let from = self.utterance_start.map_or(unsent, |u| u.min(unsent));
-                self.buffer.rewind(from)
-            }
-        };
+        let from = self.resume_from(received);
         self.event(StreamEvent::Connected { acknowledged, from });
         let mut opening = Vec::new();
         if acknowledged {
@@ -538,13 +577,13 @@ impl Client {
         }
         for m in opening {
             if let Err(e) = ws.send(m).await {
-                return Outcome::Lost(e.to_string());
+                return self.lost_while_sending(&mut ws, e).await;
             }
         }
         loop {
             while let Some((item, resend)) = self.buffer.next() {
                 if let Err(e) = self.send_item(&mut ws, item, resend).await {
-                    return Outcome::Lost(e.to_string());
+                    return self.lost_while_sending(&mut ws, e).await;
                 }
             }
             if !acknowledged {
@@ -580,59 +619,15 @@ impl Client {
             tokio::select! {
                 input = self.input.recv(), if !self.input_closed => self.take_input(input),
                 msg = ws.next() => match msg {
-                    Some(Ok(Message::Text(t))) => self.on_text(t.as_str()),
-                    Some(Ok(Message::Close(frame))) => {
-                        return Outcome::Lost(frame.map_or("closed by the receiver".into(), |f| {
-                            format!("closed by the receiver: {} {}", u16::from(f.code), f.reason)
-                        }));
-                    }
-                    Some(Ok(_)) => {}
+                    Some(Ok(m)) => if let Some(outcome) = self.on_message(m) {
+                        return outcome;
+                    },
                     Some(Err(e)) => return Outcome::Lost(e.to_string()),
                     None => return Outcome::Lost("connection ended".into()),
                 },
                 _ = sleep_until(wake.into()) => {}
             }
         }
-    }
-
-    fn first_unsent(&self) -> u64 {
-        // The buffer's cursor is at the first unsent item after a connection is lost.
-        self.shared.samples_sent_position.load(Relaxed)
-    }
-
-    fn on_text(&mut self, text: &str) {
-        match serde_json::from_str::<Control>(text) {
-            Ok(Control::Ack { received }) => {
-                self.buffer.ack(received);
-                self.shared.acked_samples.store(received, Relaxed);
-                let mut last = None;
-                while let Some((end, t)) = self.sent_marks.front() {
-                    if *end > received {
-                        break;
-                    }
-                    last = Some(*t);
-                    self.sent_marks.pop_front();
-                }
-                if let Some(t) = last {
-                    let ms = t.elapsed().as_secs_f64() * 1000.0;
-                    self.rtt_total_ms += ms;
-                    self.rtt_count += 1;
-                    self.shared
-                        .ack_rtt_us_last
-                        .store((ms * 1000.0) as u64, Relaxed);
-                    self.shared.ack_rtt_us_mean.store(
-                        (self.rtt_total_ms / self.rtt_count as f64 * 1000.0) as u64,
-                        Relaxed,
-                    );
-                }
-            }
-            _ => self.server_message(text),
-        }
-    }
-
-    fn server_message(&self, text: &str) {
-        self.shared.server_messages.fetch_add(1, Relaxed);
-        self.event(StreamEvent::ServerMessage(text.to_string()));
     }
 
     async fn send_item(&mut self, ws: &mut Ws, item: Item, resend: bool) -> Result<(), WsError> {
@@ -682,13 +677,15 @@ impl Client {
     }
 }
 
-/// `d` scaled by a random factor in [0.5, 1.0): reconnecting clients spread out.
-fn jittered(d: Duration) -> Duration {
+/// A fresh resume key for a new stream: 32 random bytes as 64 hex digits, sensitive (never
+/// logged by the HTTP stack). `None` when the system has no randomness to give; the
+/// receiver then makes the key and answers with it.
+fn own_resume_key() -> Option<HeaderValue> {
     use ring::rand::SecureRandom;
-    let mut b = [0u8; 2];
-    let r = ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .map(|()| u16::from_le_bytes(b) as f64 / 65_536.0)
-        .unwrap_or(0.5);
-    d.mul_f64(0.5 + 0.5 * r)
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut value = HeaderValue::from_str(&hex).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }

@@ -15,13 +15,24 @@
 //! the end of the stream. Afterwards a lost connection is retried with exponential
 //! backoff and jitter while audio keeps accumulating in the replay buffer; see
 //! [`protocol`] for what the receiver is told so that nothing is lost or duplicated.
+//! Every failure backs off (a receiver that accepts and closes at once is not hammered),
+//! and a receiver that refuses the client on principle — a close with 1008 (policy) or
+//! 4000–4999, HTTP 401/403 — ends the stream: [`StreamStats::failure`] says why, and
+//! the audio not delivered is counted as dropped.
 //!
 //! The token goes in an `Authorization: Bearer` header; it is never logged or shown
-//! ([`Token`]'s `Debug` and `Display` hide it). [`server`] is the reference receiver.
+//! ([`Token`]'s `Debug` and `Display` hide it). A URL with credentials (`user:pass@`)
+//! is refused (they would not be sent, and they would show up in messages); messages
+//! show URLs by [`redact_url`] and never a header's value. A server's text is the
+//! server's: [`escape_controls`] makes it safe to show on a terminal. [`server`] is the
+//! reference receiver.
 
 mod buffer;
 mod client;
+mod fuzzing;
 pub mod protocol;
+mod retry;
+mod sanitize;
 pub mod server;
 pub mod source;
 mod tls;
@@ -31,14 +42,17 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc::{channel as std_channel, Receiver as StdReceiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{channel, error::TrySendError, Sender};
 
 use self::client::{Client, Input};
+#[doc(hidden)]
+pub use self::fuzzing::handle_server_message;
 pub use self::protocol::Protocol;
+pub use self::sanitize::{escape_controls, redact_url};
 use crate::pipeline::{EnhancedFrame, FrameSink};
 
 /// Who decides where a turn ends (OpenAI protocol).
@@ -113,6 +127,11 @@ pub struct StreamConfig {
     pub backoff_initial_ms: u64,
     /// Longest reconnect delay, ms.
     pub backoff_max_ms: u64,
+    /// How long a connection must carry audio before the reconnect delay starts again
+    /// from `backoff_initial_ms`, ms, unless its receiver acknowledged some (then at
+    /// once): a receiver that accepts and then drops every connection is retried ever
+    /// more slowly, not in a loop.
+    pub healthy_after_ms: u64,
     /// How long to wait for a receiver's resume message when it says nothing at all, ms
     /// (a receiver that opens with anything else is known not to acknowledge at once).
     pub resume_wait_ms: u64,
@@ -139,6 +158,7 @@ impl Default for StreamConfig {
             connect_timeout_ms: 10_000,
             backoff_initial_ms: 200,
             backoff_max_ms: 5_000,
+            healthy_after_ms: 2_000,
             resume_wait_ms: 300,
             finish_timeout_s: 10.0,
             queue_frames: 1_000,
@@ -160,13 +180,18 @@ impl StreamConfig {
         self.rate.unwrap_or(self.protocol.default_rate())
     }
 
-    /// The URL without its query (which may hold credentials), for messages.
+    /// The URL without its query and with its user information hidden (both may hold
+    /// credentials), for messages: see [`redact_url`].
     pub fn url_for_display(&self) -> String {
-        self.url.split('?').next().unwrap_or_default().to_string()
+        redact_url(&self.url)
     }
 
     /// Checks every value.
     pub fn validate(&self) -> Result<(), StreamError> {
+        if sanitize::has_credentials(&self.url) {
+            // The transport policy's message (it says where the token goes instead).
+            tls::check_url(&self.url, self.insecure)?;
+        }
         let rate = self.rate();
         crate::limits::check_sample_rate(rate).map_err(|e| StreamError::Config(e.to_string()))?;
         if self.protocol == Protocol::Openai && rate != protocol::OPENAI_RATE {
@@ -191,6 +216,26 @@ impl StreamConfig {
             return Err(StreamError::Config(
                 "queue_frames, backoff_initial_ms and connect_timeout_ms must be positive".into(),
             ));
+        }
+        self.validate_headers()
+    }
+
+    /// Checks the extra headers. A value is never shown: it may well be a key.
+    fn validate_headers(&self) -> Result<(), StreamError> {
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        for (name, value) in &self.headers {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(StreamError::Config(format!(
+                    "header name '{}' is not valid",
+                    escape_controls(name)
+                )));
+            }
+            if HeaderValue::from_str(value).is_err() {
+                return Err(StreamError::Config(format!(
+                    "the value of header {name} holds characters a header cannot \
+                     (the value is not shown)"
+                )));
+            }
         }
         Ok(())
     }
@@ -319,7 +364,9 @@ pub enum StreamEvent {
         /// Stream offset this connection's audio starts at.
         from: u64,
     },
-    /// A connection was lost; reconnecting.
+    /// A connection was lost; reconnecting (after the backoff). The same reason again
+    /// is reported only at its 2nd, 4th, 8th... time (with the count) until a
+    /// connection works again.
     Disconnected {
         /// Why.
         reason: String,
@@ -376,6 +423,10 @@ pub struct StreamStats {
     pub server_messages: u64,
     /// Whether a connection is up.
     pub connected: bool,
+    /// Why the stream ended before its end, when the receiver refused it for good (a
+    /// close with 1008 or 4000–4999, HTTP 401/403): one line, the receiver's reason
+    /// escaped. `None` for a stream that ran to its end.
+    pub failure: Option<String>,
 }
 
 #[derive(Default)]
@@ -393,6 +444,7 @@ pub(crate) struct Shared {
     ack_rtt_us_mean: AtomicU64,
     server_messages: AtomicU64,
     connected: AtomicBool,
+    failure: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -410,7 +462,12 @@ impl Shared {
             ack_rtt_mean_ms: self.ack_rtt_us_mean.load(Relaxed) as f64 / 1000.0,
             server_messages: self.server_messages.load(Relaxed),
             connected: self.connected.load(Relaxed),
+            failure: self.failure(),
         }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
     }
 }
 
@@ -528,6 +585,13 @@ impl StreamHandle {
     /// The stream identifier sent to resume-capable receivers.
     pub fn session_id(&self) -> &str {
         &self.session
+    }
+
+    /// Why the stream ended early, once the receiver has refused it for good (see
+    /// [`StreamStats::failure`]): a live source checks it to stop rather than capture
+    /// for nothing.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
     }
 
     /// The next event, if any.
@@ -689,6 +753,25 @@ mod tests {
             "wss://h/p"
         );
         assert_eq!(new_session_id().len(), 32);
+    }
+
+    #[test]
+    fn credentials_and_header_values_never_show() {
+        let c = StreamConfig::new("wss://me:pw-123@h/p?key=1");
+        assert_eq!(c.url_for_display(), "wss://me:***@h/p");
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("wss://me:***@h/p") && !e.contains("pw-123"),
+            "{e}"
+        );
+        let mut c = StreamConfig::new("wss://h/");
+        c.headers.insert("X-Key".into(), "sk-123\u{1}".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("X-Key") && !e.contains("sk-123"), "{e}");
+        c.headers.clear();
+        c.headers.insert("X Key\u{1b}".into(), "v".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(r"X Key\x1b"), "{e}");
     }
 
     #[test]

@@ -48,15 +48,30 @@ pub struct SourceReport {
     pub duration_s: f64,
     /// Wall time taken, s.
     pub wall_s: f64,
+    /// Whether the source stopped before the end of the input (its `stop` said so).
+    pub stopped: bool,
 }
 
 /// Runs a WAV stream through a pipeline built from `config` into `sink`, then finishes
 /// the sink. With `realtime`, 10 ms of input are processed every 10 ms of wall time.
 pub fn run_wav<R: Read>(
+    reader: WavReader<R>,
+    config: &Config,
+    sink: &mut dyn FrameSink,
+    realtime: bool,
+) -> Result<SourceReport> {
+    run_wav_until(reader, config, sink, realtime, &|| false)
+}
+
+/// [`run_wav`], stopping early (without the pipeline's tail) once `stop` says so, checked
+/// every 10 ms of input: a stream the receiver refused for good need not go on for the
+/// length of the file.
+pub fn run_wav_until<R: Read>(
     mut reader: WavReader<R>,
     config: &Config,
     sink: &mut dyn FrameSink,
     realtime: bool,
+    stop: &dyn Fn() -> bool,
 ) -> Result<SourceReport> {
     let spec = reader.spec();
     let channels = spec.channels as usize;
@@ -69,7 +84,12 @@ pub fn run_wav<R: Read>(
     let started = Instant::now();
     let mut frames = 0u64;
     let mut produced = 0u64;
+    let mut stopped = false;
     loop {
+        if stop() {
+            stopped = true;
+            break;
+        }
         let n = reader.read_frames(&mut input)?;
         if n == 0 {
             break;
@@ -89,13 +109,15 @@ pub fn run_wav<R: Read>(
             }
         }
     }
-    output.clear();
-    pipeline.flush(&mut output)?;
-    while let Some(e) = pipeline.pop_event() {
-        framer.event(e);
+    if !stopped {
+        output.clear();
+        pipeline.flush(&mut output)?;
+        while let Some(e) = pipeline.pop_event() {
+            framer.event(e);
+        }
+        framer.push(&output, sink);
+        produced += output.len() as u64;
     }
-    framer.push(&output, sink);
-    produced += output.len() as u64;
     framer.finish(sink);
     sink.finish();
     Ok(SourceReport {
@@ -105,5 +127,6 @@ pub fn run_wav<R: Read>(
         latency: pipeline.latency(),
         duration_s: frames as f64 / spec.sample_rate as f64,
         wall_s: started.elapsed().as_secs_f64(),
+        stopped,
     })
 }

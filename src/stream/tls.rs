@@ -13,6 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tokio_tungstenite::tungstenite::http::Uri;
 
+use super::sanitize::{has_credentials, redact_url};
 use super::StreamError;
 
 /// Whether a URL is plain or encrypted.
@@ -34,9 +35,17 @@ pub(crate) struct Destination {
 
 /// Checks a URL against the transport policy.
 pub(crate) fn check_url(url: &str, insecure: bool) -> Result<Destination, StreamError> {
-    // Messages show the URL without its query, which may hold credentials.
+    // Messages show the URL without its query and user information, which may hold
+    // credentials.
     let full = url;
-    let url = full.split('?').next().unwrap_or_default();
+    let url = &redact_url(full);
+    if has_credentials(full) {
+        return Err(StreamError::Url(format!(
+            "'{url}': credentials in the URL are not sent; give the token as the bearer \
+             token instead (the command line takes it from the environment: \
+             CLEARVOX_TOKEN, or the variable --token-env names)"
+        )));
+    }
     let uri: Uri = full
         .parse()
         .map_err(|e| StreamError::Url(format!("'{url}' is not a URL: {e}")))?;
@@ -135,6 +144,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("secret"), "{e}");
+        let e = check_url("ws://me:hunter2@127.0.0.1:9/x", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ws://me:***@127.0.0.1:9/x") && e.contains("CLEARVOX_TOKEN"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

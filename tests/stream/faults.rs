@@ -12,7 +12,8 @@
 //! In the first two the receiver's file is the offline enhancement, complete, in order and
 //! without duplicates, and the client says how often it reconnected and how much it sent
 //! again; in the third, exactly what the client says it dropped is missing, where the
-//! receiver's gap lines say, and everything else is intact.
+//! receiver's gap lines say, and everything else is intact (and the command fails,
+//! saying how much did not reach the backend).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -411,7 +412,14 @@ fn an_outage_longer_than_the_buffer_drops_exactly_what_is_said() {
     sleep_until_std(t0, 6.0);
     proxy.set_mode(FORWARD);
     let run = client.wait();
-    run.assert_success();
+    // Audio was lost: the command says how much, and fails.
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(!run.status.success(), "{}", run.stderr);
+    assert!(
+        last.starts_with("error: ") && last.contains("did not reach the backend"),
+        "{}",
+        run.stderr
+    );
     let stats = run.stats();
     let id = the_stream(&out).id;
     let connections = u64_field(&stats, "reconnects") as usize + 1;

@@ -6,6 +6,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// The client against hostile receivers: final refusals, backoff, escaped server text,
+/// credentials never shown.
+mod client_hostile;
 /// The client into the receiver: the received audio equals the offline enhancement.
 mod e2e;
 /// The stream across a killed receiver, cut connections and an outage.

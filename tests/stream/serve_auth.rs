@@ -380,6 +380,60 @@ async fn only_its_creator_resumes_a_stream_or_reads_its_length() {
     u.close(None).await.unwrap();
 }
 
+/// A client that chose its own key holds the stream from its first connection, though
+/// it never read that connection's answer (lost in transit, say): the receiver keeps the
+/// key the client sent and gives none of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_client_chose_survives_a_lost_first_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_path_buf();
+    let server = serve(&out, &[], &[]);
+    let mine = "c0ffee".repeat(8) + "0123456789abcdef";
+    let with = |key: &str| {
+        vec![
+            ("X-Clearvox-Session".to_string(), "own-2".to_string()),
+            ("X-Clearvox-Resume".to_string(), "1".to_string()),
+            (RESUME_KEY_HEADER.to_string(), key.to_string()),
+        ]
+    };
+    let (mut a, answer) = handshake(server.addr, &refs(&with(&mine)))
+        .await
+        .expect("a new stream is created with the client's key");
+    assert_eq!(answer, None, "the client's own key is not replaced");
+    assert_eq!(next_json(&mut a).await.unwrap()["received"], 0);
+    a.send(Message::text(
+        json!({"type": "clearvox.resume_from", "sample": 0}).to_string(),
+    ))
+    .await
+    .unwrap();
+    audio_acked(&mut a, 1_600, 1_600).await;
+    drop(a);
+
+    let (status, body) = handshake(server.addr, &refs(&with(&"f".repeat(64))))
+        .await
+        .expect_err("another key is refused");
+    assert_eq!(status, 403, "{body}");
+    let (mut b, answer) = handshake(server.addr, &refs(&with(&mine)))
+        .await
+        .expect("the client's own key resumes the stream");
+    assert_eq!(answer, None);
+    assert_eq!(next_json(&mut b).await.unwrap()["received"], 1_600);
+    b.close(None).await.unwrap();
+
+    // A key too short to be a secret creates no stream.
+    let short = vec![
+        ("X-Clearvox-Session".to_string(), "own-3".to_string()),
+        ("X-Clearvox-Resume".to_string(), "1".to_string()),
+        (RESUME_KEY_HEADER.to_string(), "1234".to_string()),
+    ];
+    let (status, body) = handshake(server.addr, &refs(&short))
+        .await
+        .expect_err("a short key is refused");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("32 to 256 bytes"), "{body}");
+    assert!(!out.join("own-3.key").exists());
+}
+
 /// `headers` as the pairs [`handshake`] takes.
 fn refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
     headers

@@ -163,7 +163,9 @@ pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
     if let Some(c) = &stream_config {
         let token = clearvox::stream::Token::from_env(&args.stream_args.token_env);
         let (sink, mut handle) = clearvox::stream::connect(c, token)?;
-        let printer = handle.take_events().map(crate::stream_cmd::print_events);
+        let printer = handle
+            .take_events()
+            .map(|e| crate::stream_cmd::print_events(e, &args.stream_args));
         engine.set_frame_sink(Box::new(sink));
         stream = Some((handle, printer, c.rate()));
     }
@@ -200,6 +202,13 @@ pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
         }
         if interrupted.load(Ordering::SeqCst) {
             break "interrupt";
+        }
+        #[cfg(feature = "stream")]
+        if stream
+            .as_ref()
+            .is_some_and(|(h, _, _)| crate::stream_cmd::refused(h))
+        {
+            break "stream refused";
         }
         if engine.is_finished() {
             break if events
@@ -276,6 +285,15 @@ pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
         println!("{}", serde_json::to_string(&summary)?);
     }
     result?;
+    // Audio that did not reach the backend fails the command, after the summary.
+    #[cfg(feature = "stream")]
+    if let (Some(s), Some(c)) = (&stream_stats, &stream_config) {
+        let captured_s =
+            stats.captured_frames as f64 / info.as_ref().map_or(1, |i| i.input_rate).max(1) as f64;
+        if let Some(lost) = crate::stream_cmd::loss(s, c.rate(), captured_s, 0.0) {
+            bail!(lost);
+        }
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }
 

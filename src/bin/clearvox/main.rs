@@ -112,6 +112,24 @@ pub struct StreamArgs {
     /// Extra handshake header, `Name: value` (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+
+    /// Server messages on stdout: `escaped` writes their control characters as escapes
+    /// (`\x1b`), `raw` as they came; `auto` escapes when stdout is a terminal.
+    #[arg(long, value_enum, value_name = "auto|escaped|raw", default_value_t)]
+    pub server_text: ServerText,
+}
+
+/// How server text is printed (see [`StreamArgs::server_text`]).
+#[cfg(feature = "stream")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ServerText {
+    /// Escaped on a terminal, raw otherwise.
+    #[default]
+    Auto,
+    /// Control characters always escaped.
+    Escaped,
+    /// As the server sent it.
+    Raw,
 }
 
 /// Arguments of `clearvox stream`.

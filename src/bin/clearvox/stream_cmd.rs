@@ -1,7 +1,7 @@
 //! `clearvox stream`: a WAV file through the pipeline to a conversation backend; and the
 //! pieces `live --stream` shares with it.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
@@ -10,10 +10,12 @@ use anyhow::{bail, Context, Result};
 
 use clearvox::config::{Config, Preset};
 use clearvox::io::WavReader;
-use clearvox::stream::source::run_wav;
-use clearvox::stream::{connect, StreamConfig, StreamEvent, StreamStats, Token};
+use clearvox::stream::source::run_wav_until;
+use clearvox::stream::{
+    connect, escape_controls, StreamConfig, StreamEvent, StreamHandle, StreamStats, Token,
+};
 
-use crate::{settings, StreamArgs, StreamCmdArgs};
+use crate::{settings, ServerText, StreamArgs, StreamCmdArgs};
 
 /// The stream configuration the flags describe.
 pub fn stream_config(url: &str, args: &StreamArgs) -> Result<StreamConfig> {
@@ -37,7 +39,8 @@ pub fn stream_config(url: &str, args: &StreamArgs) -> Result<StreamConfig> {
     c.insecure = args.insecure;
     for h in &args.headers {
         let Some((name, value)) = h.split_once(':') else {
-            bail!("--header '{h}': write it as 'Name: value'");
+            // Not echoed: a header's value is often a key.
+            bail!("--header: write it as 'Name: value' (the argument is not shown)");
         };
         let name = name.trim();
         if name.eq_ignore_ascii_case("authorization") {
@@ -49,15 +52,37 @@ pub fn stream_config(url: &str, args: &StreamArgs) -> Result<StreamConfig> {
     Ok(c)
 }
 
-/// Prints stream events as they come: server messages as JSON lines on stdout, the rest
-/// as one-line notes on stderr.
-pub fn print_events(events: Receiver<StreamEvent>) -> JoinHandle<()> {
+/// Whether server text is escaped on stdout: `auto` escapes on a terminal, where its
+/// control characters would drive the terminal (clear it, set its title, rewrite lines).
+pub fn escapes_server_text(mode: ServerText, stdout_is_terminal: bool) -> bool {
+    match mode {
+        ServerText::Auto => stdout_is_terminal,
+        ServerText::Escaped => true,
+        ServerText::Raw => false,
+    }
+}
+
+/// A server message as the line printed: line breaks made spaces (one message, one
+/// line), and with `escape` every other control character written as an escape.
+pub fn server_line(text: &str, escape: bool) -> String {
+    let text = text.replace('\n', " ");
+    if escape {
+        escape_controls(&text).into_owned()
+    } else {
+        text
+    }
+}
+
+/// Prints stream events as they come: server messages as JSON lines on stdout (escaped
+/// as `args.server_text` says), the rest as one-line notes on stderr.
+pub fn print_events(events: Receiver<StreamEvent>, args: &StreamArgs) -> JoinHandle<()> {
+    let escape = escapes_server_text(args.server_text, std::io::stdout().is_terminal());
     std::thread::spawn(move || {
         for e in events {
             match e {
                 StreamEvent::ServerMessage(text) => {
                     let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{}", text.replace('\n', " "));
+                    let _ = writeln!(out, "{}", server_line(&text, escape));
                     let _ = out.flush();
                 }
                 StreamEvent::Connected { acknowledged, from } => {
@@ -82,6 +107,29 @@ pub fn print_events(events: Receiver<StreamEvent>) -> JoinHandle<()> {
             }
         }
     })
+}
+
+/// The error that ends a streaming command whose audio did not all reach the backend:
+/// why (the receiver's refusal, if it refused), and how much of the `input_s` seconds
+/// was lost, `unstreamed_s` (input never streamed) included.
+pub fn loss(stats: &StreamStats, rate: u32, input_s: f64, unstreamed_s: f64) -> Option<String> {
+    // Dropped frames are 10 ms each.
+    let lost_s = stats.dropped_samples as f64 / rate as f64
+        + stats.dropped_frames as f64 * 0.01
+        + unstreamed_s;
+    if stats.failure.is_none() && lost_s == 0.0 {
+        return None;
+    }
+    let amount = format!("{lost_s:.2} s of {input_s:.2} s of audio did not reach the backend");
+    Some(match &stats.failure {
+        Some(f) => format!("{f}; {amount}"),
+        None => amount,
+    })
+}
+
+/// Whether the stream was refused for good (the source can stop).
+pub fn refused(handle: &StreamHandle) -> bool {
+    handle.failure().is_some()
 }
 
 /// The closing line of a stream.
@@ -141,9 +189,14 @@ pub fn run(args: &StreamCmdArgs) -> Result<ExitCode> {
         eprintln!("warning: {}: {w}", args.input.display());
     }
     let token = Token::from_env(&args.stream.token_env);
+    let total_s = reader
+        .len_frames()
+        .map(|n| n as f64 / reader.spec().sample_rate as f64);
     let (mut sink, mut handle) = connect(&stream, token)?;
-    let printer = handle.take_events().map(print_events);
-    let source = run_wav(reader, &config, &mut sink, args.realtime);
+    let printer = handle.take_events().map(|e| print_events(e, &args.stream));
+    let source = run_wav_until(reader, &config, &mut sink, args.realtime, &|| {
+        refused(&handle)
+    });
     drop(sink);
     let stats = handle.wait()?;
     if let Some(p) = printer {
@@ -151,12 +204,50 @@ pub fn run(args: &StreamCmdArgs) -> Result<ExitCode> {
     }
     let source = source?;
     report(&stats, stream.rate(), args.json);
-    if stats.dropped_samples > 0 {
-        eprintln!(
-            "warning: {:.2} s of {:.2} s of audio did not reach the backend",
-            stats.dropped_samples as f64 / stream.rate() as f64,
-            source.duration_s
-        );
+    let read_s = source.duration_s;
+    let (input_s, unstreamed_s) = match total_s {
+        Some(t) if source.stopped => (t, (t - read_s).max(0.0)),
+        _ => (read_s, 0.0),
+    };
+    if let Some(mut lost) = loss(&stats, stream.rate(), input_s, unstreamed_s) {
+        if source.stopped {
+            lost.push_str(&format!(" (streaming stopped at {read_s:.2} s)"));
+        }
+        bail!(lost);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_text_is_escaped_on_a_terminal_or_when_asked() {
+        assert!(escapes_server_text(ServerText::Auto, true));
+        assert!(!escapes_server_text(ServerText::Auto, false));
+        assert!(escapes_server_text(ServerText::Escaped, false));
+        assert!(!escapes_server_text(ServerText::Raw, true));
+        let text = "{\"t\":\"\x1b]0;x\x07\r\nok\"}";
+        assert_eq!(server_line(text, true), r#"{"t":"\x1b]0;x\x07\r ok"}"#);
+        assert_eq!(server_line(text, false), "{\"t\":\"\x1b]0;x\x07\r ok\"}");
+    }
+
+    #[test]
+    fn the_loss_is_said_with_the_refusal() {
+        let mut stats = StreamStats::default();
+        assert_eq!(loss(&stats, 16_000, 3.0, 0.0), None);
+        stats.dropped_samples = 8_000;
+        stats.dropped_frames = 50;
+        assert_eq!(
+            loss(&stats, 16_000, 3.0, 0.0).unwrap(),
+            "1.00 s of 3.00 s of audio did not reach the backend"
+        );
+        stats.failure = Some("ws://h/ closed the connection with 1008".into());
+        assert_eq!(
+            loss(&stats, 16_000, 3.0, 1.5).unwrap(),
+            "ws://h/ closed the connection with 1008; 2.50 s of 3.00 s of audio did not \
+             reach the backend"
+        );
+    }
 }
