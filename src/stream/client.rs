@@ -153,8 +153,9 @@ impl Client {
             .map_err(|e| StreamError::Url(format!("{}: {e}", self.config.url_for_display())))?;
         let headers = request.headers_mut();
         let header = |v: &str| {
-            HeaderValue::from_str(v)
-                .map_err(|_| StreamError::Config("a header value holds characters a header cannot".into()))
+            HeaderValue::from_str(v).map_err(|_| {
+                StreamError::Config("a header value holds characters a header cannot".into())
+            })
         };
         if let Some(t) = &self.token {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
