@@ -247,22 +247,44 @@ fn read_wav(path: &Path) -> (u32, Vec<i16>) {
     (spec.sample_rate, samples)
 }
 
+/// The lines of a stream's log after its version line (checked).
 fn read_log(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
+    let mut lines: Vec<Value> = std::fs::read_to_string(path)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
-        .collect()
+        .collect();
+    assert!(!lines.is_empty(), "{} is empty", path.display());
+    let first = lines.remove(0);
+    assert_eq!(
+        (&first["type"], &first["version"]),
+        (&json!("log"), &json!(2)),
+        "{first}"
+    );
+    lines
 }
 
+/// The lines' types: the receiver's records by theirs, a client's message as `client`
+/// and its type.
 fn types(log: &[Value]) -> Vec<String> {
     log.iter()
-        .map(|v| str_field(v, "type").to_string())
+        .map(|v| match str_field(v, "type") {
+            "client" => format!("client {}", v["message"]["type"].as_str().unwrap_or("?")),
+            t => t.to_string(),
+        })
         .collect()
 }
 
+/// The receiver's records of type `t`.
 fn of_type<'a>(log: &'a [Value], t: &str) -> Vec<&'a Value> {
     log.iter().filter(|v| v["type"] == t).collect()
+}
+
+/// The `client` lines of messages of type `t`.
+fn client<'a>(log: &'a [Value], t: &str) -> Vec<&'a Value> {
+    log.iter()
+        .filter(|v| v["type"] == "client" && v["message"]["type"] == t)
+        .collect()
 }
 
 fn files(dir: &Path, id: &str) -> (PathBuf, PathBuf) {
@@ -334,10 +356,10 @@ async fn raw_stream_with_resume_is_stored_exactly_and_acknowledged() {
         types(&log),
         [
             "connected",
-            "clearvox.resume_from",
+            "client clearvox.resume_from",
             "format",
-            "start",
-            "stop",
+            "client start",
+            "client stop",
             "disconnected"
         ]
     );
@@ -594,12 +616,8 @@ async fn events_are_logged_once_and_a_finished_stream_takes_nothing_more() {
     let log = read_log(&log);
     let events: Vec<(String, u64)> = log
         .iter()
-        .filter(|v| ["speech_started", "speech_stopped", "stop"].contains(&str_field(v, "type")))
-        .map(|v| {
-            let t = str_field(v, "type").to_string();
-            let s = v.get("sample").or_else(|| v.get("samples")).unwrap();
-            (t, s.as_u64().unwrap())
-        })
+        .filter(|v| v["type"] == "client" && v.get("event").is_some() && v["event"] != "start")
+        .map(|v| (str_field(v, "event").to_string(), u64_field(v, "sample")))
         .collect();
     assert_eq!(
         events,
@@ -610,7 +628,7 @@ async fn events_are_logged_once_and_a_finished_stream_takes_nothing_more() {
             ("stop".to_string(), 8_000),
         ]
     );
-    let starts: Vec<_> = of_type(&log, "start")
+    let starts: Vec<_> = client(&log, "start")
         .iter()
         .map(|v| v["sample"].clone())
         .collect();
@@ -783,19 +801,19 @@ async fn openai_audio_is_decoded_and_buffer_events_are_answered() {
         types(&log),
         [
             "connected",
-            "session.update",
+            "client session.update",
             "format",
-            "input_audio_buffer.commit",
-            "input_audio_buffer.commit",
-            "input_audio_buffer.commit",
-            "input_audio_buffer.clear",
-            "input_audio_buffer.commit",
+            "client input_audio_buffer.commit",
+            "client input_audio_buffer.commit",
+            "client input_audio_buffer.commit",
+            "client input_audio_buffer.clear",
+            "client input_audio_buffer.commit",
             "disconnected"
         ]
     );
     assert_eq!(log[2]["protocol"], "openai");
     assert_eq!(log[2]["rate"], 24_000);
-    let commits = of_type(&log, "input_audio_buffer.commit");
+    let commits = client(&log, "input_audio_buffer.commit");
     assert_eq!(commits[0]["error"], "input_audio_buffer_commit_empty");
     assert_eq!(commits[1]["item_id"], item.as_str());
     assert_eq!(commits[1]["sample"], 4_800);
@@ -872,7 +890,7 @@ async fn a_misbehaving_client_is_logged_and_served_on() {
     let errors = of_type(&log, "protocol_error");
     assert_eq!(errors.len(), 7, "{errors:#?}");
     assert!(of_type(&log, "gap").is_empty());
-    assert_eq!(of_type(&log, "stop").len(), 1);
+    assert_eq!(client(&log, "stop").len(), 1);
     server.shutdown().await;
 }
 

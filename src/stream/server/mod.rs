@@ -8,10 +8,13 @@ mod connection;
 mod error;
 mod format;
 mod handshake;
+mod log;
 mod message;
+mod names;
 mod offsets;
 mod openai;
 mod raw;
+mod replay;
 mod report;
 mod session;
 mod shared;
@@ -34,6 +37,8 @@ use shared::{Reporter, Shared};
 
 pub use error::ServeError;
 pub use handshake::{valid_session_id, MAX_SESSION_ID_LEN};
+pub use log::{MAX_CLIENT_LINES, MAX_LOG_BYTES};
+pub use replay::{replay_log, ReplaySummary};
 pub use report::SessionReport;
 
 /// Longest the connections get to close at shutdown.
