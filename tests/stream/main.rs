@@ -14,5 +14,10 @@ mod faults;
 mod openai;
 /// The reference receiver, driven by hand-written clients.
 mod serve;
+/// The receiver's limits: files only for streams that send something, bounded logs read
+/// in bounded memory, outside the lock other streams need.
+mod serve_limits;
+/// The receiver's log and stream ids against a hostile client.
+mod serve_log;
 /// TLS, plain connections off loopback, and the token.
 mod tls;

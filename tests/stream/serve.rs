@@ -25,18 +25,18 @@ use clearvox::stream::protocol::{
 };
 use clearvox::stream::server::{ServeError, Server, ServerConfig, TlsFiles};
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
 // The server under test.
 
-struct Running {
-    addr: SocketAddr,
+pub(super) struct Running {
+    pub(super) addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
-fn start(dir: &Path) -> Running {
+pub(super) fn start(dir: &Path) -> Running {
     start_with(dir, None)
 }
 
@@ -60,7 +60,7 @@ fn start_with(dir: &Path, tls: Option<TlsFiles>) -> Running {
 }
 
 impl Running {
-    async fn shutdown(mut self) {
+    pub(super) async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -72,7 +72,7 @@ impl Running {
     }
 
     /// Drops the server and its connections at once, as a killed process would.
-    async fn crash(self) {
+    pub(super) async fn crash(self) {
         self.task.abort();
         let _ = self.task.await;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -82,23 +82,23 @@ impl Running {
 // ---------------------------------------------------------------------------------------
 // A client.
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-struct Client {
+pub(super) struct Client {
     tx: SplitSink<Ws, Message>,
-    rx: mpsc::UnboundedReceiver<Value>,
+    pub(super) rx: mpsc::UnboundedReceiver<Value>,
     reader: JoinHandle<()>,
 }
 
 #[derive(Default)]
-struct Opts<'a> {
-    session: Option<&'a str>,
-    resume: bool,
-    query: &'a str,
-    tls: Option<Arc<rustls::ClientConfig>>,
+pub(super) struct Opts<'a> {
+    pub(super) session: Option<&'a str>,
+    pub(super) resume: bool,
+    pub(super) query: &'a str,
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-async fn try_connect(
+pub(super) async fn try_connect(
     addr: SocketAddr,
     o: &Opts<'_>,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
@@ -122,7 +122,7 @@ async fn try_connect(
 }
 
 impl Client {
-    async fn open(addr: SocketAddr, o: Opts<'_>) -> Client {
+    pub(super) async fn open(addr: SocketAddr, o: Opts<'_>) -> Client {
         let ws = try_connect(addr, &o).await.expect("connects");
         let (tx, mut ws_rx) = ws.split();
         let (to_test, rx) = mpsc::unbounded_channel();
@@ -143,7 +143,7 @@ impl Client {
         Client { tx, rx, reader }
     }
 
-    async fn resume(addr: SocketAddr, id: &str) -> (Client, u64) {
+    pub(super) async fn resume(addr: SocketAddr, id: &str) -> (Client, u64) {
         let mut c = Client::open(
             addr,
             Opts {
@@ -160,34 +160,34 @@ impl Client {
         (c, received)
     }
 
-    async fn send(&mut self, m: Message) {
+    pub(super) async fn send(&mut self, m: Message) {
         self.tx.send(m).await.expect("sends");
     }
 
-    async fn json(&mut self, v: Value) {
+    pub(super) async fn json(&mut self, v: Value) {
         self.send(Message::text(v.to_string())).await;
     }
 
-    async fn audio(&mut self, samples: &[i16], packet: usize) {
+    pub(super) async fn audio(&mut self, samples: &[i16], packet: usize) {
         for chunk in samples.chunks(packet) {
             self.send(Message::binary(pcm16_to_bytes(chunk))).await;
         }
     }
 
-    async fn start(&mut self, rate: u32, sample: u64) {
+    pub(super) async fn start(&mut self, rate: u32, sample: u64) {
         self.json(json!({"type": "start", "rate": rate, "encoding": "pcm_s16le", "channels": 1, "sample": sample}))
             .await;
     }
 
     /// The next text message from the server; `None` when the server closed.
-    async fn next(&mut self) -> Option<Value> {
+    pub(super) async fn next(&mut self) -> Option<Value> {
         tokio::time::timeout(WAIT, self.rx.recv())
             .await
             .expect("a message from the server in time")
     }
 
     /// Acks until one reaches `n`: all of them, in order.
-    async fn acks_until(&mut self, n: u64) -> Vec<u64> {
+    pub(super) async fn acks_until(&mut self, n: u64) -> Vec<u64> {
         let mut acks = Vec::new();
         loop {
             let m = self.next().await.expect("the server is still there");
@@ -201,7 +201,7 @@ impl Client {
     }
 
     /// Closes with a Close frame and waits for the server's.
-    async fn close(mut self) -> Vec<Value> {
+    pub(super) async fn close(mut self) -> Vec<Value> {
         let _ = self.tx.send(Message::Close(None)).await;
         let mut rest = Vec::new();
         while let Some(m) = self.next().await {
@@ -212,7 +212,7 @@ impl Client {
     }
 
     /// Vanishes without a Close frame.
-    async fn vanish(self) {
+    pub(super) async fn vanish(self) {
         self.reader.abort();
         let _ = self.reader.await;
         drop(self.tx);
@@ -223,7 +223,7 @@ impl Client {
 // Signals and files.
 
 /// `n` samples of a stream, none of them zero, different for every `seed`.
-fn signal(n: usize, seed: u32) -> Vec<i16> {
+pub(super) fn signal(n: usize, seed: u32) -> Vec<i16> {
     let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
     (0..n)
         .map(|_| {
@@ -238,7 +238,7 @@ fn signal(n: usize, seed: u32) -> Vec<i16> {
         .collect()
 }
 
-fn read_wav(path: &Path) -> (u32, Vec<i16>) {
+pub(super) fn read_wav(path: &Path) -> (u32, Vec<i16>) {
     let mut r = hound::WavReader::open(path)
         .unwrap_or_else(|e| panic!("{} is a valid WAV: {e}", path.display()));
     let spec = r.spec();
@@ -248,7 +248,7 @@ fn read_wav(path: &Path) -> (u32, Vec<i16>) {
 }
 
 /// The lines of a stream's log after its version line (checked).
-fn read_log(path: &Path) -> Vec<Value> {
+pub(super) fn read_log(path: &Path) -> Vec<Value> {
     let mut lines: Vec<Value> = std::fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -266,7 +266,7 @@ fn read_log(path: &Path) -> Vec<Value> {
 
 /// The lines' types: the receiver's records by theirs, a client's message as `client`
 /// and its type.
-fn types(log: &[Value]) -> Vec<String> {
+pub(super) fn types(log: &[Value]) -> Vec<String> {
     log.iter()
         .map(|v| match str_field(v, "type") {
             "client" => format!("client {}", v["message"]["type"].as_str().unwrap_or("?")),
@@ -276,18 +276,18 @@ fn types(log: &[Value]) -> Vec<String> {
 }
 
 /// The receiver's records of type `t`.
-fn of_type<'a>(log: &'a [Value], t: &str) -> Vec<&'a Value> {
+pub(super) fn of_type<'a>(log: &'a [Value], t: &str) -> Vec<&'a Value> {
     log.iter().filter(|v| v["type"] == t).collect()
 }
 
 /// The `client` lines of messages of type `t`.
-fn client<'a>(log: &'a [Value], t: &str) -> Vec<&'a Value> {
+pub(super) fn client<'a>(log: &'a [Value], t: &str) -> Vec<&'a Value> {
     log.iter()
         .filter(|v| v["type"] == "client" && v["message"]["type"] == t)
         .collect()
 }
 
-fn files(dir: &Path, id: &str) -> (PathBuf, PathBuf) {
+pub(super) fn files(dir: &Path, id: &str) -> (PathBuf, PathBuf) {
     (
         dir.join(format!("{id}.wav")),
         dir.join(format!("{id}.jsonl")),
@@ -296,7 +296,7 @@ fn files(dir: &Path, id: &str) -> (PathBuf, PathBuf) {
 
 /// Waits until the server has written the end of a connection (its log's
 /// `disconnected` line) `count` times.
-async fn disconnected(log: &Path, count: usize) {
+pub(super) async fn disconnected(log: &Path, count: usize) {
     let t0 = Instant::now();
     loop {
         if log.exists() && of_type(&read_log(log), "disconnected").len() >= count {
