@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -203,7 +203,7 @@ fn write_big_log(path: &Path, bytes: u64) {
     let mut written = 0;
     let mut n = 0u64;
     while written < bytes {
-        let line = if n % 1000 == 0 {
+        let line = if n.is_multiple_of(1000) {
             format!("{{\"type\":\"client\",\"t\":1,\"event\":\"speech_started\",\"sample\":{n},\"message\":{{\"type\":\"speech_started\",\"sample\":{n}}}}}\n")
         } else {
             record.clone()
@@ -269,7 +269,7 @@ async fn a_big_log_is_read_back_in_bounded_memory() {
 
 /// Makes `path` a named pipe: a log whose reading the test holds up at will.
 #[cfg(unix)]
-fn mkfifo(path: &PathBuf) {
+fn mkfifo(path: &Path) {
     use std::os::unix::ffi::OsStrExt;
     let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
