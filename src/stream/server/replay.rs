@@ -304,7 +304,9 @@ fn convert_line(line: &[u8]) -> String {
             let mut about = Map::new();
             about.insert("type".into(), json!(CLIENT_LINE));
             about.insert("event".into(), json!(event.name()));
-            if let Some(n) = message.get(at).and_then(Value::as_u64) {
+            let sample = message.get(at).and_then(Value::as_u64);
+            // A `stop` with an invalid `samples` was taken at the stream's end.
+            if let Some(n) = sample.filter(|n| *n <= MAX_OFFSET) {
                 about.insert("sample".into(), json!(n));
             }
             if matches!(event, Event::Commit | Event::Clear) {
@@ -399,5 +401,36 @@ mod tests {
         assert!(is_current(text.as_bytes()));
         assert!(!text.contains("AAAA"), "{text}");
         assert_eq!(text.matches(r#""type":"legacy""#).count(), 3, "{text}");
+        // A stop whose samples were out of range still finished the stream.
+        let stop = json!({"type": "stop", "t": 9, "samples": u64::MAX}).to_string();
+        assert!(replay_log(stop.as_bytes(), 0).finished);
+    }
+
+    #[test]
+    fn nothing_read_makes_replay_fail() {
+        let odd = [
+            &b"\xff\xfe\n{\n}\n[]\n\"gap\"\n"[..],
+            br#"{"type":"gap","from":-1,"to":1.5}"#,
+            br#"{"type":"gap","from":18446744073709551615,"to":18446744073709551615}"#,
+            br#"{"type":"client","event":"stop","sample":-3}"#,
+            br#"{"type":"client","event":7,"item_id":"x"}"#,
+            br#"{"type":"client","event":"input_audio_buffer.commit","sample":1,"item_id":7}"#,
+            br#"{"type":"format","protocol":"raw","rate":4294967296000,"events":"yes"}"#,
+            br#"{"type":{"nested":true}}"#,
+        ];
+        for line in odd {
+            for start in [&b""[..], br#"{"type":"log","version":2}"#] {
+                let mut log = start.to_vec();
+                log.push(b'\n');
+                log.extend_from_slice(line);
+                let s = replay_log(&log, u64::MAX);
+                assert_eq!((s.gaps, s.lost, s.rate), (0, 0, None), "{s:?}");
+            }
+        }
+        let big = format!(
+            "{{\"type\":\"log\",\"version\":2}}\n{}",
+            "x".repeat(MAX_LINE_BYTES * 2)
+        );
+        assert_eq!(replay_log(big.as_bytes(), 0).skipped, 1);
     }
 }
