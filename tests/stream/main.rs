@@ -21,5 +21,10 @@ mod serve;
 mod serve_auth;
 /// What clients may hold of the receiver: connections, memory, idle and handshake time.
 mod serve_limits;
+/// The receiver's log and stream ids against a hostile client.
+mod serve_log;
+/// The receiver's files: only for streams that send something, bounded logs read in
+/// bounded memory, outside the lock other streams need.
+mod serve_log_limits;
 /// TLS, plain connections off loopback, and the token.
 mod tls;

@@ -25,18 +25,18 @@ use clearvox::stream::protocol::{
 };
 use clearvox::stream::server::{ServeError, Server, ServerConfig, TlsFiles, RESUME_KEY_HEADER};
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
 // The server under test.
 
-struct Running {
-    addr: SocketAddr,
+pub(super) struct Running {
+    pub(super) addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
-fn start(dir: &Path) -> Running {
+pub(super) fn start(dir: &Path) -> Running {
     start_with(dir, None)
 }
 
@@ -62,7 +62,7 @@ fn start_with(dir: &Path, tls: Option<TlsFiles>) -> Running {
 }
 
 impl Running {
-    async fn shutdown(mut self) {
+    pub(super) async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -74,7 +74,7 @@ impl Running {
     }
 
     /// Drops the server and its connections at once, as a killed process would.
-    async fn crash(self) {
+    pub(super) async fn crash(self) {
         self.task.abort();
         let _ = self.task.await;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -84,23 +84,23 @@ impl Running {
 // ---------------------------------------------------------------------------------------
 // A client.
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-struct Client {
+pub(super) struct Client {
     tx: SplitSink<Ws, Message>,
-    rx: mpsc::UnboundedReceiver<Value>,
+    pub(super) rx: mpsc::UnboundedReceiver<Value>,
     reader: JoinHandle<()>,
 }
 
 #[derive(Default)]
-struct Opts<'a> {
-    session: Option<&'a str>,
-    resume: bool,
-    query: &'a str,
-    tls: Option<Arc<rustls::ClientConfig>>,
+pub(super) struct Opts<'a> {
+    pub(super) session: Option<&'a str>,
+    pub(super) resume: bool,
+    pub(super) query: &'a str,
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-async fn try_connect(
+pub(super) async fn try_connect(
     addr: SocketAddr,
     o: &Opts<'_>,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
@@ -142,7 +142,7 @@ fn resume_keys() -> std::sync::MutexGuard<'static, std::collections::HashMap<Str
 }
 
 impl Client {
-    async fn open(addr: SocketAddr, o: Opts<'_>) -> Client {
+    pub(super) async fn open(addr: SocketAddr, o: Opts<'_>) -> Client {
         let ws = try_connect(addr, &o).await.expect("connects");
         let (tx, mut ws_rx) = ws.split();
         let (to_test, rx) = mpsc::unbounded_channel();
@@ -163,7 +163,7 @@ impl Client {
         Client { tx, rx, reader }
     }
 
-    async fn resume(addr: SocketAddr, id: &str) -> (Client, u64) {
+    pub(super) async fn resume(addr: SocketAddr, id: &str) -> (Client, u64) {
         let mut c = Client::open(
             addr,
             Opts {
@@ -180,34 +180,34 @@ impl Client {
         (c, received)
     }
 
-    async fn send(&mut self, m: Message) {
+    pub(super) async fn send(&mut self, m: Message) {
         self.tx.send(m).await.expect("sends");
     }
 
-    async fn json(&mut self, v: Value) {
+    pub(super) async fn json(&mut self, v: Value) {
         self.send(Message::text(v.to_string())).await;
     }
 
-    async fn audio(&mut self, samples: &[i16], packet: usize) {
+    pub(super) async fn audio(&mut self, samples: &[i16], packet: usize) {
         for chunk in samples.chunks(packet) {
             self.send(Message::binary(pcm16_to_bytes(chunk))).await;
         }
     }
 
-    async fn start(&mut self, rate: u32, sample: u64) {
+    pub(super) async fn start(&mut self, rate: u32, sample: u64) {
         self.json(json!({"type": "start", "rate": rate, "encoding": "pcm_s16le", "channels": 1, "sample": sample}))
             .await;
     }
 
     /// The next text message from the server; `None` when the server closed.
-    async fn next(&mut self) -> Option<Value> {
+    pub(super) async fn next(&mut self) -> Option<Value> {
         tokio::time::timeout(WAIT, self.rx.recv())
             .await
             .expect("a message from the server in time")
     }
 
     /// Acks until one reaches `n`: all of them, in order.
-    async fn acks_until(&mut self, n: u64) -> Vec<u64> {
+    pub(super) async fn acks_until(&mut self, n: u64) -> Vec<u64> {
         let mut acks = Vec::new();
         loop {
             let m = self.next().await.expect("the server is still there");
@@ -221,7 +221,7 @@ impl Client {
     }
 
     /// Closes with a Close frame and waits for the server's.
-    async fn close(mut self) -> Vec<Value> {
+    pub(super) async fn close(mut self) -> Vec<Value> {
         let _ = self.tx.send(Message::Close(None)).await;
         let mut rest = Vec::new();
         while let Some(m) = self.next().await {
@@ -232,7 +232,7 @@ impl Client {
     }
 
     /// Vanishes without a Close frame.
-    async fn vanish(self) {
+    pub(super) async fn vanish(self) {
         self.reader.abort();
         let _ = self.reader.await;
         drop(self.tx);
@@ -243,7 +243,7 @@ impl Client {
 // Signals and files.
 
 /// `n` samples of a stream, none of them zero, different for every `seed`.
-fn signal(n: usize, seed: u32) -> Vec<i16> {
+pub(super) fn signal(n: usize, seed: u32) -> Vec<i16> {
     let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
     (0..n)
         .map(|_| {
@@ -258,7 +258,7 @@ fn signal(n: usize, seed: u32) -> Vec<i16> {
         .collect()
 }
 
-fn read_wav(path: &Path) -> (u32, Vec<i16>) {
+pub(super) fn read_wav(path: &Path) -> (u32, Vec<i16>) {
     let mut r = hound::WavReader::open(path)
         .unwrap_or_else(|e| panic!("{} is a valid WAV: {e}", path.display()));
     let spec = r.spec();
@@ -267,25 +267,47 @@ fn read_wav(path: &Path) -> (u32, Vec<i16>) {
     (spec.sample_rate, samples)
 }
 
-fn read_log(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
+/// The lines of a stream's log after its version line (checked).
+pub(super) fn read_log(path: &Path) -> Vec<Value> {
+    let mut lines: Vec<Value> = std::fs::read_to_string(path)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
-        .collect()
+        .collect();
+    assert!(!lines.is_empty(), "{} is empty", path.display());
+    let first = lines.remove(0);
+    assert_eq!(
+        (&first["type"], &first["version"]),
+        (&json!("log"), &json!(2)),
+        "{first}"
+    );
+    lines
 }
 
-fn types(log: &[Value]) -> Vec<String> {
+/// The lines' types: the receiver's records by theirs, a client's message as `client`
+/// and its type.
+pub(super) fn types(log: &[Value]) -> Vec<String> {
     log.iter()
-        .map(|v| str_field(v, "type").to_string())
+        .map(|v| match str_field(v, "type") {
+            "client" => format!("client {}", v["message"]["type"].as_str().unwrap_or("?")),
+            t => t.to_string(),
+        })
         .collect()
 }
 
-fn of_type<'a>(log: &'a [Value], t: &str) -> Vec<&'a Value> {
+/// The receiver's records of type `t`.
+pub(super) fn of_type<'a>(log: &'a [Value], t: &str) -> Vec<&'a Value> {
     log.iter().filter(|v| v["type"] == t).collect()
 }
 
-fn files(dir: &Path, id: &str) -> (PathBuf, PathBuf) {
+/// The `client` lines of messages of type `t`.
+pub(super) fn client<'a>(log: &'a [Value], t: &str) -> Vec<&'a Value> {
+    log.iter()
+        .filter(|v| v["type"] == "client" && v["message"]["type"] == t)
+        .collect()
+}
+
+pub(super) fn files(dir: &Path, id: &str) -> (PathBuf, PathBuf) {
     (
         dir.join(format!("{id}.wav")),
         dir.join(format!("{id}.jsonl")),
@@ -294,7 +316,7 @@ fn files(dir: &Path, id: &str) -> (PathBuf, PathBuf) {
 
 /// Waits until the server has written the end of a connection (its log's
 /// `disconnected` line) `count` times.
-async fn disconnected(log: &Path, count: usize) {
+pub(super) async fn disconnected(log: &Path, count: usize) {
     let t0 = Instant::now();
     loop {
         if log.exists() && of_type(&read_log(log), "disconnected").len() >= count {
@@ -354,10 +376,10 @@ async fn raw_stream_with_resume_is_stored_exactly_and_acknowledged() {
         types(&log),
         [
             "connected",
-            "clearvox.resume_from",
+            "client clearvox.resume_from",
             "format",
-            "start",
-            "stop",
+            "client start",
+            "client stop",
             "disconnected"
         ]
     );
@@ -614,12 +636,8 @@ async fn events_are_logged_once_and_a_finished_stream_takes_nothing_more() {
     let log = read_log(&log);
     let events: Vec<(String, u64)> = log
         .iter()
-        .filter(|v| ["speech_started", "speech_stopped", "stop"].contains(&str_field(v, "type")))
-        .map(|v| {
-            let t = str_field(v, "type").to_string();
-            let s = v.get("sample").or_else(|| v.get("samples")).unwrap();
-            (t, s.as_u64().unwrap())
-        })
+        .filter(|v| v["type"] == "client" && v.get("event").is_some() && v["event"] != "start")
+        .map(|v| (str_field(v, "event").to_string(), u64_field(v, "sample")))
         .collect();
     assert_eq!(
         events,
@@ -630,7 +648,7 @@ async fn events_are_logged_once_and_a_finished_stream_takes_nothing_more() {
             ("stop".to_string(), 8_000),
         ]
     );
-    let starts: Vec<_> = of_type(&log, "start")
+    let starts: Vec<_> = client(&log, "start")
         .iter()
         .map(|v| v["sample"].clone())
         .collect();
@@ -803,19 +821,19 @@ async fn openai_audio_is_decoded_and_buffer_events_are_answered() {
         types(&log),
         [
             "connected",
-            "session.update",
+            "client session.update",
             "format",
-            "input_audio_buffer.commit",
-            "input_audio_buffer.commit",
-            "input_audio_buffer.commit",
-            "input_audio_buffer.clear",
-            "input_audio_buffer.commit",
+            "client input_audio_buffer.commit",
+            "client input_audio_buffer.commit",
+            "client input_audio_buffer.commit",
+            "client input_audio_buffer.clear",
+            "client input_audio_buffer.commit",
             "disconnected"
         ]
     );
     assert_eq!(log[2]["protocol"], "openai");
     assert_eq!(log[2]["rate"], 24_000);
-    let commits = of_type(&log, "input_audio_buffer.commit");
+    let commits = client(&log, "input_audio_buffer.commit");
     assert_eq!(commits[0]["error"], "input_audio_buffer_commit_empty");
     assert_eq!(commits[1]["item_id"], item.as_str());
     assert_eq!(commits[1]["sample"], 4_800);
@@ -892,7 +910,7 @@ async fn a_misbehaving_client_is_logged_and_served_on() {
     let errors = of_type(&log, "protocol_error");
     assert_eq!(errors.len(), 7, "{errors:#?}");
     assert!(of_type(&log, "gap").is_empty());
-    assert_eq!(of_type(&log, "stop").len(), 1);
+    assert_eq!(client(&log, "stop").len(), 1);
     server.shutdown().await;
 }
 

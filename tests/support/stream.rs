@@ -293,7 +293,8 @@ pub struct Received {
     pub rate: u32,
     /// The WAV's samples.
     pub samples: Vec<i16>,
-    /// The JSONL lines.
+    /// The JSONL lines after the version line, a client's message (a `client` line) as
+    /// the message it holds.
     pub log: Vec<Value>,
 }
 
@@ -381,7 +382,14 @@ pub fn received_streams(out: &Path) -> Vec<Received> {
     ids.sort();
     ids.into_iter()
         .map(|id| {
-            let log = read_jsonl(&out.join(format!("{id}.jsonl")));
+            let log = read_jsonl(&out.join(format!("{id}.jsonl")))
+                .into_iter()
+                .filter(|l| l["type"] != "log")
+                .map(|l| match l["type"].as_str() {
+                    Some("client") => l["message"].clone(),
+                    _ => l,
+                })
+                .collect();
             let (rate, samples) = read_wav_i16(&out.join(format!("{id}.wav")));
             Received {
                 id,

@@ -111,6 +111,9 @@ pub(super) struct Connection {
     pub ack_due: Option<Instant>,
     /// Protocol errors logged once per connection.
     pub warned: HashSet<&'static str>,
+    /// Set when a message was refused: the connection ends with a Close frame (1008)
+    /// of this reason.
+    pub refused: Option<String>,
 }
 
 impl Connection {
@@ -166,6 +169,7 @@ impl Connection {
             last_ack: 0,
             ack_due: None,
             warned: HashSet::new(),
+            refused: None,
         };
         let mut out = Vec::new();
         let opened = {
@@ -325,6 +329,9 @@ impl Connection {
             };
             if let Err(e) = handled {
                 return End::write_failed(&s.id, &e);
+            }
+            if let Some(reason) = self.refused.take() {
+                return End::server(reason, CloseCode::Policy);
             }
             if self.resume && s.received > self.last_ack {
                 self.ack_due

@@ -50,12 +50,15 @@ pub(super) enum Admission {
     Full,
 }
 
-/// Whether `id` may name a stream: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
+/// Whether `id` may name a stream: 1 to 64 characters of `A-Z a-z 0-9 _ -`, and not a
+/// device name of Windows (`CON`, `PRN`, `AUX`, `NUL`, `COM0`–`COM9`, `LPT0`–`LPT9`, in
+/// any case), so that it names the same files everywhere.
 ///
 /// ```
 /// use clearvox::stream::server::valid_session_id;
 /// assert!(valid_session_id("tutor-42_a"));
 /// assert!(!valid_session_id("../etc/passwd"));
+/// assert!(!valid_session_id("Nul"));
 /// assert!(!valid_session_id(""));
 /// assert!(!valid_session_id(&"x".repeat(65)));
 /// ```
@@ -65,6 +68,7 @@ pub fn valid_session_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !super::names::is_reserved_name(id)
 }
 
 /// What the handshake asked for.
@@ -117,7 +121,7 @@ impl Handshake {
                 Ok(id) if valid_session_id(id) => self.session = Some(id.to_string()),
                 _ => {
                     return Err(bad_request(
-                        "X-Clearvox-Session must be 1 to 64 characters of A-Z a-z 0-9 _ -",
+                        "X-Clearvox-Session must be 1 to 64 characters of A-Z a-z 0-9 _ - and not a device name (CON, NUL, COM1, ...)",
                     ))
                 }
             }

@@ -3,11 +3,12 @@
 
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::Connection;
-use super::session::{without_audio, Session};
+use super::log::Event;
+use super::session::Session;
 
 /// A client's text message, by its `"type"`: the events of both protocols and of the
 /// resume extension, and any other.
@@ -110,6 +111,18 @@ impl ClientMessage {
     }
 }
 
+/// Whether `text` is an `input_audio_buffer.append` with its audio: taken even when the
+/// stream's log is full (a bad one is not, as it would log a protocol error).
+fn is_audio(text: &str) -> bool {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| ClientMessage::parse(&v))
+        .is_some_and(|m| {
+            matches!(m, ClientMessage::Append { audio: Some(a), .. }
+                if crate::stream::protocol::pcm16_from_base64(&a).is_some())
+        })
+}
+
 /// A field that is `None` when it is not a `T`, rather than an error that would make the
 /// whole message unknown (with `#[serde(default)]`: also when it is missing).
 fn lenient<'de, D, T>(field: D) -> Result<Option<T>, D::Error>
@@ -136,7 +149,15 @@ impl Connection {
         text: &str,
         out: &mut Vec<Message>,
     ) -> std::io::Result<()> {
-        let mut value: Value = match serde_json::from_str(text) {
+        if let Some(full) = s.log_full() {
+            // Audio still goes on; anything that would write to the log is refused.
+            if !is_audio(text) {
+                self.refused = Some(full);
+                return Ok(());
+            }
+        }
+        s.touch()?;
+        let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 return self.protocol_error(
@@ -160,10 +181,10 @@ impl Connection {
             } => self.on_start(s, value, rate, &encoding, channels, sample),
             ClientMessage::Start { .. } => self.on_invalid_start(s, value),
             ClientMessage::SpeechStarted { sample } => {
-                self.on_speech(s, "speech_started", value, sample)
+                self.on_speech(s, Event::SpeechStarted, value, sample)
             }
             ClientMessage::SpeechStopped { sample } => {
-                self.on_speech(s, "speech_stopped", value, sample)
+                self.on_speech(s, Event::SpeechStopped, value, sample)
             }
             ClientMessage::Stop { samples } => self.on_stop(s, value, samples, out),
             ClientMessage::ResumeFrom { sample } => self.on_resume_from(s, value, sample),
@@ -177,10 +198,7 @@ impl Connection {
             }
             ClientMessage::Commit { event_id } => self.on_commit(s, value, event_id, out),
             ClientMessage::Clear => self.on_clear(s, value, out),
-            ClientMessage::Other => {
-                without_audio(&mut value);
-                s.log(value)
-            }
+            ClientMessage::Other => s.log_client(&value, None, Map::new()),
         }
     }
 
@@ -192,7 +210,7 @@ impl Connection {
         message: Value,
         kind: &str,
     ) -> std::io::Result<()> {
-        s.log(message)?;
+        s.log_client(&message, None, Map::new())?;
         self.protocol_error(
             s,
             format!("{kind} is the receiver's message, not the client's"),

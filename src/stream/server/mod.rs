@@ -11,11 +11,14 @@ mod error;
 mod format;
 mod handshake;
 mod limits;
+mod log;
 mod message;
+mod names;
 mod offsets;
 mod openai;
 mod owner;
 mod raw;
+mod replay;
 mod report;
 mod session;
 mod shared;
@@ -41,7 +44,9 @@ use shared::{Reporter, Shared};
 pub use error::ServeError;
 pub use handshake::{valid_session_id, MAX_SESSION_ID_LEN};
 pub use limits::ServerLimits;
+pub use log::{MAX_CLIENT_LINES, MAX_LOG_BYTES};
 pub use owner::RESUME_KEY_HEADER;
+pub use replay::{replay_log, ReplaySummary};
 pub use report::SessionReport;
 
 /// Longest the connections get to close at shutdown.

@@ -125,7 +125,7 @@ impl Connection {
         message: serde_json::Value,
         sample: Option<u64>,
     ) -> std::io::Result<()> {
-        s.log(message)?;
+        s.log_client(&message, None, serde_json::Map::new())?;
         match sample {
             Some(sample) => self.on_position(s, sample, true),
             None => self.protocol_error(s, "clearvox.resume_from without a valid \"sample\""),

@@ -4,11 +4,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::Connection;
-use super::session::{unix_ms, without_audio, Session};
+use super::log::Event;
+use super::session::{unix_ms, Session};
 use crate::limits::is_supported_sample_rate;
 use crate::stream::protocol::{pcm16_from_base64, Protocol, OPENAI_MIN_COMMIT_MS, OPENAI_RATE};
 
@@ -53,9 +54,7 @@ impl Connection {
         session: Option<Value>,
         out: &mut Vec<Message>,
     ) -> std::io::Result<()> {
-        let mut logged = message;
-        without_audio(&mut logged);
-        s.log(logged)?;
+        s.log_client(&message, None, Map::new())?;
         let mut problems = Vec::new();
         let mut rate = None;
         let format = session
@@ -100,12 +99,12 @@ impl Connection {
 
     /// The stream offset an OpenAI buffer event (`kind`) applies at, or `None` when the
     /// same event at the same offset was handled before: a resend after a reconnect.
-    fn buffer_event_at(&mut self, s: &mut Session, kind: &str) -> std::io::Result<Option<u64>> {
+    fn buffer_event_at(&mut self, s: &mut Session, kind: Event) -> std::io::Result<Option<u64>> {
         if self.protocol.is_none() {
             self.detect(s, Protocol::Openai, None, false)?;
         }
         let at = self.position(s);
-        let first_time = s.seen.insert((kind.to_string(), at));
+        let first_time = s.seen.insert((kind, at));
         Ok((first_time || !self.resume).then_some(at))
     }
 
@@ -118,17 +117,16 @@ impl Connection {
         event_id: Value,
         out: &mut Vec<Message>,
     ) -> std::io::Result<()> {
-        let Some(at) = self.buffer_event_at(s, "input_audio_buffer.commit")? else {
+        let Some(at) = self.buffer_event_at(s, Event::Commit)? else {
             return Ok(());
         };
         let rate = u64::from(s.rate.unwrap_or(Protocol::Openai.default_rate()));
         let buffered = at.saturating_sub(s.commit_mark);
-        let mut line = message;
-        without_audio(&mut line);
-        line["sample"] = json!(at);
+        let event = Some((Event::Commit, Some(at)));
+        let mut about = Map::new();
         if buffered * 1000 < rate * u64::from(OPENAI_MIN_COMMIT_MS) {
-            line["error"] = json!("input_audio_buffer_commit_empty");
-            s.log(line)?;
+            about.insert("error".into(), json!("input_audio_buffer_commit_empty"));
+            s.log_client(&message, event, about)?;
             let ms = buffered as f64 * 1000.0 / rate as f64;
             out.push(openai_error(
                 "input_audio_buffer_commit_empty",
@@ -139,8 +137,8 @@ impl Connection {
             ));
         } else {
             let item = new_id("item");
-            line["item_id"] = json!(item);
-            s.log(line)?;
+            about.insert("item_id".into(), json!(item));
+            s.log_client(&message, event, about)?;
             out.push(json_message(&json!({
                 "type": "input_audio_buffer.committed",
                 "event_id": new_id("event"),
@@ -160,13 +158,10 @@ impl Connection {
         message: Value,
         out: &mut Vec<Message>,
     ) -> std::io::Result<()> {
-        let Some(at) = self.buffer_event_at(s, "input_audio_buffer.clear")? else {
+        let Some(at) = self.buffer_event_at(s, Event::Clear)? else {
             return Ok(());
         };
-        let mut line = message;
-        without_audio(&mut line);
-        line["sample"] = json!(at);
-        s.log(line)?;
+        s.log_client(&message, Some((Event::Clear, Some(at))), Map::new())?;
         s.commit_mark = at;
         out.push(json_message(&json!({
             "type": "input_audio_buffer.cleared",

@@ -1,11 +1,12 @@
 //! The `raw` protocol: binary PCM16 messages, and the JSON events `start`,
 //! `speech_started`, `speech_stopped` and `stop`, each logged once per stream.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::Connection;
 use super::format::valid_rates;
+use super::log::Event;
 use super::offsets::MAX_OFFSET;
 use super::session::Session;
 use crate::limits::is_supported_sample_rate;
@@ -19,6 +20,7 @@ impl Connection {
         bytes: &[u8],
         out: &mut Vec<Message>,
     ) -> std::io::Result<()> {
+        s.touch()?;
         if bytes.len() % 2 == 1 {
             self.warn_once(
                 s,
@@ -67,8 +69,8 @@ impl Connection {
             self.query_rate
         };
         self.detect(s, Protocol::Raw, rate, true)?;
-        if s.seen.insert(("start".to_string(), sample)) {
-            s.log(message)?;
+        if s.seen.insert((Event::Start, sample)) {
+            s.log_client(&message, Some((Event::Start, Some(sample))), Map::new())?;
         }
         if encoding != "pcm_s16le" || channels != 1 {
             self.protocol_error(
@@ -87,7 +89,7 @@ impl Connection {
         message: Value,
     ) -> std::io::Result<()> {
         self.detect_events(s)?;
-        s.log(message)?;
+        s.log_client(&message, None, Map::new())?;
         self.protocol_error(
             s,
             "start without a valid rate, encoding, channels and sample",
@@ -98,17 +100,17 @@ impl Connection {
     pub(super) fn on_speech(
         &mut self,
         s: &mut Session,
-        kind: &str,
+        kind: Event,
         message: Value,
         sample: Option<u64>,
     ) -> std::io::Result<()> {
         self.detect_events(s)?;
-        let Some(sample) = sample else {
-            s.log(message)?;
-            return self.protocol_error(s, format!("{kind} without a valid \"sample\""));
+        let Some(sample) = sample.filter(|n| *n <= MAX_OFFSET) else {
+            s.log_client(&message, None, Map::new())?;
+            return self.protocol_error(s, format!("{} without a valid \"sample\"", kind.name()));
         };
-        if s.seen.insert((kind.to_string(), sample)) {
-            s.log(message)?;
+        if s.seen.insert((kind, sample)) {
+            s.log_client(&message, Some((kind, Some(sample))), Map::new())?;
         }
         Ok(())
     }
@@ -145,8 +147,8 @@ impl Connection {
                 )?;
             }
         }
-        if s.seen.insert(("stop".to_string(), n)) || samples.is_none() {
-            s.log(message)?;
+        if s.seen.insert((Event::Stop, n)) || samples.is_none() {
+            s.log_client(&message, Some((Event::Stop, samples)), Map::new())?;
         }
         if !s.finished {
             s.finished = true;

@@ -1,9 +1,9 @@
-//! One stream's state on disk and in memory: its WAV file, its JSONL log, and what the
-//! log tells after a restart (gaps, events already logged, whether it was finished).
+//! One stream's state on disk and in memory: its WAV file, its JSONL log (see
+//! [`super::log`]), and what the log tells after a restart (see [`super::replay`]).
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
 
-use super::wav::WavAppender;
+use super::log::{for_each_line, Event, LogFile, MAX_LINE_BYTES};
+use super::replay::{convert_file, is_current, Replay};
+use super::wav::{samples_on_disk, WavAppender};
 use crate::stream::protocol::Protocol;
 
 /// JSONL `type` of the lines the receiver writes about the stream's format.
@@ -25,7 +27,7 @@ pub(crate) struct Session {
     /// Whether the id came from the client (so another connection may resume it).
     pub named: bool,
     wav_path: PathBuf,
-    jsonl: File,
+    log: LogFile,
     /// The audio file, once the format is known.
     pub wav: Option<WavAppender>,
     /// The protocol the stream was first detected as.
@@ -43,7 +45,7 @@ pub(crate) struct Session {
     /// Whether the stream ended with `stop`.
     pub finished: bool,
     /// Events logged, by type and stream sample (for de-duplication).
-    pub seen: HashSet<(String, u64)>,
+    pub seen: HashSet<(Event, u64)>,
     /// OpenAI: stream offset of the last successful commit or clear.
     pub commit_mark: u64,
     /// OpenAI: the last committed item.
@@ -54,21 +56,19 @@ pub(crate) struct Session {
     pub owner: u64,
     /// Wakes the owning connection when another one takes the stream over.
     pub owner_kick: Option<Arc<Notify>>,
-    /// Set when the stream left the server's table: whoever holds it must look again.
+    /// Set when the stream is not (or no longer) in the server's table, and until it
+    /// is loaded: whoever holds it must look again.
     pub detached: bool,
 }
 
 impl Session {
-    /// Opens the stream `id` in `dir`: a new one, or one whose files are there (after a
-    /// disconnect or a restart), recovered from them.
-    pub fn open(dir: &Path, id: &str, named: bool) -> io::Result<Session> {
-        let wav_path = dir.join(format!("{id}.wav"));
-        let jsonl_path = dir.join(format!("{id}.jsonl"));
-        let mut session = Session {
+    /// The stream `id` in `dir`, not loaded yet (no file is touched).
+    pub fn new(dir: &Path, id: &str, named: bool) -> Session {
+        Session {
             id: id.to_string(),
             named,
-            wav_path: wav_path.clone(),
-            jsonl: open_log(&jsonl_path)?,
+            wav_path: dir.join(format!("{id}.wav")),
+            log: LogFile::new(dir.join(format!("{id}.jsonl"))),
             wav: None,
             protocol: None,
             events: false,
@@ -83,24 +83,88 @@ impl Session {
             connections: 0,
             owner: 0,
             owner_kick: None,
-            detached: false,
+            detached: true,
+        }
+    }
+
+    /// Opens the stream `id` in `dir`: a new one, or one whose files are there (after a
+    /// disconnect or a restart), recovered from them.
+    #[cfg(test)]
+    pub fn open(dir: &Path, id: &str, named: bool) -> io::Result<Session> {
+        let mut s = Session::new(dir, id, named);
+        s.load()?;
+        Ok(s)
+    }
+
+    /// Reads the stream's files, if there are any: replays its log (converting one
+    /// written before the schema) and opens its WAV file. Blocking: a big log takes a
+    /// while.
+    pub fn load(&mut self) -> io::Result<()> {
+        let wav_samples = samples_on_disk(&self.wav_path)?;
+        let log_path = self.log.path().to_path_buf();
+        let mut replay = Replay::new(wav_samples.unwrap_or(0));
+        // Opened once, read once (it may be big), line by line.
+        let log_exists = match File::open(&log_path) {
+            Ok(file) => {
+                if !replay_file(file, &mut replay)? {
+                    convert_file(&log_path)?;
+                    replay = Replay::new(wav_samples.unwrap_or(0));
+                    replay.summary.legacy = true;
+                    replay_file(File::open(&log_path)?, &mut replay)?;
+                }
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
         };
-        session.replay_log(&jsonl_path)?;
-        if wav_path.exists() {
-            let default = session.protocol.unwrap_or_default().default_rate();
-            let (wav, recovered) = WavAppender::open(&wav_path, session.rate, default)?;
+        self.seen = std::mem::take(&mut replay.seen);
+        let r = replay.finish();
+        if log_exists {
+            self.log.open_existing(r.client_lines)?;
+        }
+        self.protocol = r.protocol;
+        self.rate = r.rate;
+        self.events = r.events;
+        self.gaps = r.gaps;
+        self.lost = r.lost;
+        self.finished = r.finished;
+        self.connections = r.connections;
+        self.commit_mark = r.commit_mark;
+        self.last_item = r.last_item;
+        if wav_samples.is_some() {
+            self.log.create()?;
+            let default = self.protocol.unwrap_or_default().default_rate();
+            let (wav, recovered) = WavAppender::open(&self.wav_path, self.rate, default)?;
             if !recovered.header_was_valid {
-                session.log(json!({
+                self.log(json!({
                     "type": "recovered",
                     "samples": wav.samples(),
                     "dropped_odd_byte": recovered.dropped_odd_byte,
                 }))?;
             }
-            session.rate = Some(wav.rate());
-            session.wav = Some(wav);
+            self.rate = Some(wav.rate());
+            self.wav = Some(wav);
         }
-        session.received = session.held() + session.lost;
-        Ok(session)
+        self.received = self.held() + self.lost;
+        self.commit_mark = self.commit_mark.min(self.received);
+        self.detached = false;
+        Ok(())
+    }
+
+    /// Whether the stream's files exist.
+    #[cfg(test)]
+    pub fn has_files(&self) -> bool {
+        self.log.is_open()
+    }
+
+    /// Creates the stream's log, if it is not there yet: its first message arrived.
+    pub fn touch(&mut self) -> io::Result<()> {
+        self.log.create()
+    }
+
+    /// Why the stream takes no more text messages, if its log is full.
+    pub fn log_full(&self) -> Option<String> {
+        self.log.full()
     }
 
     /// Samples in the WAV file.
@@ -111,6 +175,7 @@ impl Session {
     /// Creates the WAV file at the stream's rate if it is not there yet.
     pub fn ensure_wav(&mut self) -> io::Result<()> {
         if self.wav.is_none() {
+            self.touch()?;
             let rate = self
                 .rate
                 .unwrap_or_else(|| self.protocol.unwrap_or_default().default_rate());
@@ -120,9 +185,11 @@ impl Session {
         Ok(())
     }
 
-    /// Appends one line to the JSONL log (`t`, Unix milliseconds, is added).
+    /// Appends one of the receiver's records to the log (`line`, an object with its
+    /// `type`; `t`, Unix milliseconds, is added). Before the stream's first message it
+    /// waits in memory.
     pub fn log(&mut self, line: Value) -> io::Result<()> {
-        let mut line = match line {
+        let line = match line {
             Value::Object(map) => map,
             other => {
                 let mut m = Map::new();
@@ -130,82 +197,49 @@ impl Session {
                 m
             }
         };
-        let t = line.remove("t").unwrap_or_else(|| json!(unix_ms()));
-        // `type` and `t` first, for the human reader; the rest in key order.
-        let mut text = String::from("{");
-        let mut put = |key: &str, value: &Value| {
-            if text.len() > 1 {
-                text.push(',');
-            }
-            text.push_str(&Value::from(key).to_string());
-            text.push(':');
-            text.push_str(&value.to_string());
-        };
-        if let Some(ty) = line.remove("type") {
-            put("type", &ty);
-        }
-        put("t", &t);
-        for (key, value) in &line {
-            put(key, value);
-        }
-        text.push_str("}\n");
-        // One write per line: a line is never interleaved with another.
-        self.jsonl.write_all(text.as_bytes())
+        self.log.record(line, unix_ms())
     }
 
-    /// Rebuilds what the log says about the stream.
-    fn replay_log(&mut self, path: &Path) -> io::Result<()> {
-        let mut bytes = Vec::new();
-        File::open(path)?.read_to_end(&mut bytes)?;
-        for line in String::from_utf8_lossy(&bytes).lines() {
-            let Ok(Value::Object(v)) = serde_json::from_str::<Value>(line) else {
-                continue; // a line cut short by a crash
-            };
-            let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
-            let sample = v.get("sample").and_then(Value::as_u64);
-            match ty {
-                "connected" => self.connections += 1,
-                "gap" => {
-                    let from = v.get("from").and_then(Value::as_u64).unwrap_or(0);
-                    let to = v.get("to").and_then(Value::as_u64).unwrap_or(from);
-                    self.gaps += 1;
-                    self.lost = self.lost.saturating_add(to.saturating_sub(from));
-                }
-                FORMAT_LINE => {
-                    self.protocol = v
-                        .get("protocol")
-                        .and_then(|p| serde_json::from_value(p.clone()).ok());
-                    self.rate = v
-                        .get("rate")
-                        .and_then(Value::as_u64)
-                        .and_then(|r| u32::try_from(r).ok());
-                    self.events = v.get("events").and_then(Value::as_bool).unwrap_or(false);
-                }
-                "stop" => {
-                    self.finished = true;
-                    if let Some(n) = v.get("samples").and_then(Value::as_u64) {
-                        self.seen.insert((ty.to_string(), n));
-                    }
-                }
-                "start" | "speech_started" | "speech_stopped" => {
-                    if let Some(s) = sample {
-                        self.seen.insert((ty.to_string(), s));
-                    }
-                }
-                "input_audio_buffer.commit" | "input_audio_buffer.clear" => {
-                    let Some(s) = sample else { continue };
-                    self.seen.insert((ty.to_string(), s));
-                    if v.get("error").is_none() {
-                        self.commit_mark = s;
-                        if let Some(item) = v.get("item_id").and_then(Value::as_str) {
-                            self.last_item = Some(item.to_string());
-                        }
-                    }
-                }
-                _ => {}
+    /// Appends a client's `message` to the log, without its audio, and `about` it what
+    /// the receiver made of it: the `event` and `sample` it is de-duplicated by, and
+    /// any more keys. Creates the files if need be.
+    pub fn log_client(
+        &mut self,
+        message: &Value,
+        event: Option<(Event, Option<u64>)>,
+        more: Map<String, Value>,
+    ) -> io::Result<()> {
+        self.touch()?;
+        let mut about = more;
+        if let Some((event, sample)) = event {
+            about.insert("event".into(), json!(event.name()));
+            if let Some(sample) = sample {
+                about.insert("sample".into(), json!(sample));
             }
         }
+        let mut message = message.clone();
+        without_audio(&mut message);
+        self.log.client(&message, about, unix_ms())
+    }
+}
+
+/// Replays the log `file` into `replay`; `false`, having read only its first line, if
+/// it was written before the schema.
+fn replay_file(file: File, replay: &mut Replay) -> io::Result<bool> {
+    let mut first = true;
+    let mut current = true;
+    let read = for_each_line(BufReader::new(file), MAX_LINE_BYTES, |line| {
+        if std::mem::take(&mut first) && !line.is_some_and(is_current) {
+            current = false;
+            // Stops the reading: the file is converted, then read again.
+            return Err(io::Error::other("written before the schema"));
+        }
+        replay.line(line);
         Ok(())
+    });
+    match read {
+        Err(_) if !current => Ok(false),
+        other => other.map(|()| true),
     }
 }
 
@@ -215,26 +249,6 @@ pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Opens the log for appending, so that the next line starts on a line of its own even
-/// if the last one was cut short.
-fn open_log(path: &Path) -> io::Result<File> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)?;
-    let len = file.metadata()?.len();
-    if len > 0 {
-        let mut last = [0u8; 1];
-        file.seek(SeekFrom::Start(len - 1))?;
-        file.read_exact(&mut last)?;
-        if last[0] != b'\n' {
-            file.write_all(b"\n")?;
-        }
-    }
-    Ok(file)
 }
 
 /// `value` with every string under an `audio` key replaced by its length, so that a
@@ -263,25 +277,29 @@ mod tests {
 
     #[test]
     fn a_stream_is_recovered_from_its_files() {
+        use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let mut s = Session::open(dir.path(), "abc", true).unwrap();
         assert_eq!((s.received, s.connections, s.finished), (0, 0, false));
         s.log(json!({"type": "connected", "resume": true, "received": 0}))
             .unwrap();
+        assert!(!s.has_files(), "no file before the first message");
         s.protocol = Some(Protocol::Raw);
         s.rate = Some(8_000);
         s.log(json!({"type": FORMAT_LINE, "protocol": "raw", "rate": 8000, "events": true}))
             .unwrap();
         s.ensure_wav().unwrap();
+        assert!(s.has_files());
         s.wav.as_mut().unwrap().append(&[1; 100]).unwrap();
-        s.log(json!({"type": "speech_started", "sample": 40}))
+        let started = json!({"type": "speech_started", "sample": 40});
+        s.log_client(&started, Some((Event::SpeechStarted, Some(40))), Map::new())
             .unwrap();
         s.log(json!({"type": "gap", "from": 100, "to": 150}))
             .unwrap();
         drop(s);
         // A line cut short by a crash.
         let log = dir.path().join("abc.jsonl");
-        let mut f = OpenOptions::new().append(true).open(&log).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
         f.write_all(br#"{"type":"gap","fr"#).unwrap();
         drop(f);
 
@@ -293,18 +311,37 @@ mod tests {
         assert_eq!(s.lost, 50);
         assert_eq!(s.received, 150);
         assert_eq!(s.connections, 1);
-        assert!(s.seen.contains(&("speech_started".to_string(), 40)));
-        s.log(json!({"type": "stop", "samples": 150})).unwrap();
+        assert!(s.seen.contains(&(Event::SpeechStarted, 40)));
+        let stop = json!({"type": "stop", "samples": 150});
+        s.log_client(&stop, Some((Event::Stop, Some(150))), Map::new())
+            .unwrap();
         drop(s);
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.lines().all(|l| !l.is_empty()));
+        assert!(text.starts_with(r#"{"type":"log","t":"#));
         assert!(text
             .lines()
             .last()
             .unwrap()
-            .starts_with(r#"{"type":"stop","t":"#));
+            .starts_with(r#"{"type":"client","t":"#));
         let s = Session::open(dir.path(), "abc", true).unwrap();
         assert!(s.finished);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Session::open(dir.path(), "p", true).unwrap();
+        s.ensure_wav().unwrap();
+        for name in ["p.wav", "p.jsonl"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
     }
 
     #[test]

@@ -12,8 +12,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::path::Path;
 
+use super::log::private_options;
 use crate::dsp::convert::SampleFormat;
 use crate::io::{OutputFormat, WavSpec, MAX_DATA_BYTES};
+use crate::limits::is_supported_sample_rate;
 use crate::stream::protocol::pcm16_to_bytes;
 
 /// Bytes of the header of a PCM16 mono file: where its audio starts.
@@ -40,7 +42,8 @@ pub(crate) struct Recovered {
 impl WavAppender {
     /// Creates (or empties) `path` as a WAV file without samples.
     pub fn create(path: &Path, rate: u32) -> io::Result<Self> {
-        let file = OpenOptions::new()
+        // Owner-only: it is someone's voice.
+        let file = private_options()
             .read(true)
             .write(true)
             .create(true)
@@ -58,7 +61,8 @@ impl WavAppender {
     /// Opens an existing file to append to it, counting its samples from its length.
     ///
     /// The rate is `rate` if given (what the session recorded when it created the file),
-    /// else the header's if it is a PCM16 mono one, else `default_rate`.
+    /// else the header's if it is a PCM16 mono one at a supported rate, else
+    /// `default_rate`.
     pub fn open(
         path: &Path,
         rate: Option<u32>,
@@ -140,7 +144,20 @@ fn header(rate: u32, samples: u64) -> Vec<u8> {
 fn pcm16_mono_rate(head: &[u8]) -> Option<u32> {
     let (spec, audio_at) = WavSpec::read_header(head).ok()?;
     let pcm16_mono = spec.channels == 1 && spec.format == SampleFormat::S16;
-    (pcm16_mono && audio_at == HEADER_BYTES).then_some(spec.sample_rate)
+    (pcm16_mono && audio_at == HEADER_BYTES && is_supported_sample_rate(spec.sample_rate))
+        .then_some(spec.sample_rate)
+}
+
+/// Samples a WAV file at `path` holds as [`WavAppender::open`] counts them, `None` if
+/// there is no file: a bound for what the stream's log may say.
+pub(crate) fn samples_on_disk(path: &Path) -> io::Result<Option<u64>> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(
+            (m.len().saturating_sub(HEADER_BYTES) / 2).min(MAX_DATA_BYTES / 2),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(unix)]
