@@ -354,6 +354,8 @@ enum CvStatus cv_engine_enable_polling(struct CvEngine *e, uintptr_t capacity);
 // Threads: the engine's thread (one thread at a time per engine, not the callback); it
 // may wait up to `timeout_ms` and takes a lock: not for an audio callback.
 //
+// `samples` and `events` must not overlap (`CV_ERR_INVALID_ARGUMENT`).
+//
 // # Safety
 // `e` is a live engine with polling enabled; buffers valid for the given capacities;
 // `info` and `has_frame` valid for writes.

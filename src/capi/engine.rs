@@ -11,7 +11,7 @@ use std::time::Duration;
 #[cfg(doc)]
 use super::cv_pipeline_new;
 #[cfg(feature = "device")]
-use super::{config_error, handle, invalid, parse_config, put, slice_mut, text};
+use super::{config_error, handle, invalid, overlap, parse_config, put, slice_mut, text};
 use super::{entry, CvResult, CvStatus, CvVadEvent, Failure};
 #[cfg(feature = "device")]
 use crate::config::Config;
@@ -531,6 +531,8 @@ pub unsafe extern "C" fn cv_engine_enable_polling(e: *mut CvEngine, capacity: us
 /// Threads: the engine's thread (one thread at a time per engine, not the callback); it
 /// may wait up to `timeout_ms` and takes a lock: not for an audio callback.
 ///
+/// `samples` and `events` must not overlap (`CV_ERR_INVALID_ARGUMENT`).
+///
 /// # Safety
 /// `e` is a live engine with polling enabled; buffers valid for the given capacities;
 /// `info` and `has_frame` valid for writes.
@@ -564,6 +566,9 @@ pub unsafe extern "C" fn cv_engine_poll_frame(
         {
             // SAFETY (all): the caller's contract.
             let e = unsafe { handle(e, "engine") }?;
+            if overlap(samples, capacity, events, events_capacity) {
+                return Err(invalid("samples and events overlap: use separate buffers"));
+            }
             let out = unsafe { slice_mut(samples, capacity, "samples") }?;
             let ev_out = unsafe { slice_mut(events, events_capacity, "events") }?;
             if info.is_null() || has_frame.is_null() {

@@ -158,7 +158,7 @@ impl Shared {
 /// use clearvox::pipeline::HotSwap;
 /// use clearvox::Preset;
 ///
-/// let mut hot = HotSwap::new(&Preset::VoiceChat.config(), 16_000, 1)?;
+/// let mut hot = HotSwap::new(&Preset::VoiceChat.config(), 48_000, 1)?;
 /// let builder = hot.builder();
 /// // On a control thread: building allocates, and takes as long as it takes.
 /// let next = std::thread::spawn(move || builder.build(&Preset::LowCpu.config()))
@@ -166,7 +166,7 @@ impl Shared {
 ///     .expect("the control thread does not panic")?;
 /// // On the processing thread: no allocation, no lock.
 /// hot.install(next);
-/// assert_eq!(hot.latency(), 160);
+/// assert_eq!(hot.latency(), 480); // the gate alone: 10 ms
 /// # Ok::<(), clearvox::Error>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -483,6 +483,32 @@ mod tests {
             b.process(c, &mut yb).unwrap();
         }
         assert_eq!(ya, yb);
+    }
+
+    #[test]
+    fn built_on_another_thread_and_installed_it_is_set_config() {
+        let x = tone(48_000);
+        let mut a = HotSwap::new(&Config::default(), 48_000, 1).unwrap();
+        let mut b = HotSwap::new(&Config::default(), 48_000, 1).unwrap();
+        let (mut ya, mut yb) = (Vec::new(), Vec::new());
+        a.process(&x[..24_000], &mut ya).unwrap();
+        b.process(&x[..24_000], &mut yb).unwrap();
+        a.set_config(&Preset::LowCpu.config()).unwrap();
+        let builder = b.builder();
+        let next = std::thread::spawn(move || builder.build(&Preset::LowCpu.config()))
+            .join()
+            .unwrap()
+            .unwrap();
+        b.park_retired();
+        assert!(b.install(next).is_none());
+        for c in x[24_000..].chunks(500) {
+            a.process(c, &mut ya).unwrap();
+            b.process(c, &mut yb).unwrap();
+        }
+        assert_eq!(ya, yb);
+        // The old pipeline, its cross-fade over, waits to be freed by the caller.
+        assert!(b.take_retired().is_some());
+        assert!(b.take_retired().is_none());
     }
 
     #[test]

@@ -19,6 +19,13 @@ unsafe impl Send for Shared {}
 // SAFETY: as above.
 unsafe impl Sync for Shared {}
 
+impl Shared {
+    /// The handle (a method, so that a closure captures the whole `Shared`).
+    fn ptr(&self) -> *mut CvPipeline {
+        self.0
+    }
+}
+
 fn new_pipeline(config: &CStr, rate: u32, channels: u32) -> *mut CvPipeline {
     let mut p = null_mut();
     // SAFETY: a NUL-terminated configuration and a valid out-pointer.
@@ -75,19 +82,18 @@ fn process_and_set_config_on_two_threads() {
     let configs = [c"low-cpu", c"bypass", c"voice-chat", c"max-quality"];
     std::thread::scope(|s| {
         let audio = s.spawn(|| {
-            let p = p;
             let input = tone(480, 48_000.0);
             // SAFETY: a live pipeline.
-            let cap = unsafe { cv_pipeline_output_frames_max(p.0, input.len()) };
+            let cap = unsafe { cv_pipeline_output_frames_max(p.ptr(), input.len()) };
             let mut out = vec![0.0f32; cap];
-            let (mut calls, mut samples) = (0u64, 0usize);
+            let (mut calls, mut samples, mut refused) = (0u64, 0usize, 0u64);
             while !done.load(Ordering::Acquire) || calls < 100 {
                 let mut written = 0;
                 // SAFETY: valid buffers of the stated lengths; only this thread makes
                 // stream calls on `p`.
                 let status = unsafe {
                     cv_pipeline_process_f32(
-                        p.0,
+                        p.ptr(),
                         input.as_ptr(),
                         input.len(),
                         out.as_mut_ptr(),
@@ -95,12 +101,17 @@ fn process_and_set_config_on_two_threads() {
                         &mut written,
                     )
                 };
+                // Refused while the other thread's stream call runs, else done.
+                if status == CvStatus::CV_ERR_STATE {
+                    refused += 1;
+                    continue;
+                }
                 assert_eq!(status, CvStatus::CV_OK, "{}", last_error());
                 assert!(out[..written].iter().all(|v| v.is_finite()));
                 calls += 1;
                 samples += written;
             }
-            (calls, samples)
+            (calls, samples, refused)
         });
         for i in 0..CHANGES {
             // SAFETY: a live pipeline and NUL-terminated configurations; these calls
@@ -108,37 +119,40 @@ fn process_and_set_config_on_two_threads() {
             unsafe {
                 let config = configs[i % configs.len()];
                 assert_eq!(
-                    cv_pipeline_set_config(p.0, config.as_ptr()),
+                    cv_pipeline_set_config(p.ptr(), config.as_ptr()),
                     CvStatus::CV_OK,
                     "{}",
                     last_error()
                 );
                 assert_eq!(
-                    cv_pipeline_set_strength(p.0, (i % 11) as f32 / 10.0),
+                    cv_pipeline_set_strength(p.ptr(), (i % 11) as f32 / 10.0),
                     CvStatus::CV_OK
                 );
                 assert_eq!(
-                    cv_pipeline_set_bypass(p.0, (i % 3 == 0) as u32),
+                    cv_pipeline_set_bypass(p.ptr(), (i % 3 == 0) as u32),
                     CvStatus::CV_OK
                 );
                 // A stream call beside the audio thread's: done, or refused as such.
                 let (mut event, mut has) = (CvVadEvent::default(), 0u32);
-                let status = cv_pipeline_next_event(p.0, &mut event, &mut has);
+                let status = cv_pipeline_next_event(p.ptr(), &mut event, &mut has);
                 assert!(
                     status == CvStatus::CV_OK || status == CvStatus::CV_ERR_STATE,
                     "{status:?}"
                 );
                 let (mut latency, mut rate) = (0u32, 0u32);
                 assert_eq!(
-                    cv_pipeline_info(p.0, &mut latency, &mut rate),
+                    cv_pipeline_info(p.ptr(), &mut latency, &mut rate),
                     CvStatus::CV_OK
                 );
                 assert_eq!(rate, 48_000);
             }
         }
         done.store(true, Ordering::Release);
-        let (calls, samples) = audio.join().expect("the audio thread does not panic");
-        eprintln!("{CHANGES} changes beside {calls} process calls ({samples} samples)");
+        let (calls, samples, refused) = audio.join().expect("the audio thread does not panic");
+        eprintln!(
+            "{CHANGES} changes beside {calls} process calls ({samples} samples, \
+             {refused} refused while the control thread took an event)"
+        );
         assert!(samples > 0);
     });
     // The last change holds.
@@ -322,7 +336,7 @@ fn calls_in_any_order_and_with_any_lengths_answer_with_a_status() {
                 "{frames} frames"
             );
         }
-        assert_eq!(cv_pipeline_output_frames_max(p, usize::MAX) >= 16, true);
+        assert!(cv_pipeline_output_frames_max(p, usize::MAX) >= 16);
         assert_eq!(cv_pipeline_output_frames_max(null(), 10), 0);
         // A flush with NULL output and a capacity.
         assert_eq!(
@@ -347,5 +361,35 @@ fn calls_in_any_order_and_with_any_lengths_answer_with_a_status() {
         );
         assert!(written > 0, "the needed room is reported");
         cv_pipeline_free(p);
+    }
+}
+
+#[cfg(feature = "device")]
+#[test]
+fn polling_into_overlapping_buffers_is_refused() {
+    let mut e = null_mut();
+    // SAFETY: defaults for the configuration and options (nothing is opened before
+    // start); the buffers are valid for the capacities given; `e` is freed once.
+    unsafe {
+        assert_eq!(cv_engine_new(null(), null(), &mut e), CvStatus::CV_OK);
+        assert_eq!(cv_engine_enable_polling(e, 4), CvStatus::CV_OK);
+        let mut buf = [0.0f32; 64];
+        let mut info = std::mem::zeroed::<CvFrame>();
+        let mut has = 0u32;
+        // Events written over the samples.
+        let events = buf.as_mut_ptr().add(8).cast::<CvVadEvent>();
+        let status = cv_engine_poll_frame(
+            e,
+            0,
+            buf.as_mut_ptr(),
+            buf.len(),
+            events,
+            4,
+            &mut info,
+            &mut has,
+        );
+        assert_eq!(status, CvStatus::CV_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("overlap"), "{}", last_error());
+        cv_engine_free(e);
     }
 }
