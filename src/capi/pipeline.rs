@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32};
 
 use super::mailbox::Mailbox;
 use super::stream::Stream;
+#[cfg(doc)]
+use super::stream::{cv_pipeline_process_f32, cv_pipeline_process_i16};
 use super::{config_error, entry, invalid, parse_config, put, text, CvResult, CvStatus};
 use crate::config::Config;
 use crate::dsp::vad::{VadEvent, VadEventKind};

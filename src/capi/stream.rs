@@ -5,6 +5,8 @@
 use std::sync::atomic::Ordering::{Acquire, Release};
 
 use super::mailbox::{Change, Mailbox};
+#[cfg(doc)]
+use super::pipeline::cv_pipeline_output_frames_max;
 use super::pipeline::pipeline;
 use super::{entry, invalid, overlap, put, slice, slice_mut, CvResult, CvStatus, Failure};
 use super::{CvPipeline, CvVadEvent};
