@@ -5,6 +5,19 @@
  * the latest failure on the calling thread is cv_last_error(). Handles come from
  * cv_*_new and go back through cv_*_free. Audio is interleaved float (±1.0) or int16_t,
  * any number of frames per call; output is mono at the pipeline's output rate.
+ *
+ * Threads. A pipeline has stream calls (cv_pipeline_process_f32/_i16, _flush,
+ * _next_event, _reset), made by one thread at a time (a second at the same moment gets
+ * CV_ERR_STATE), and control calls (cv_pipeline_set_config/_strength/_bypass, _info,
+ * _output_frames_max), which any thread may make beside anything: an audio thread
+ * processes while a control thread changes the configuration, handed over without a
+ * lock. An engine is used by one thread at a time. cv_*_free runs when no other call on
+ * the handle is under way. Each function's comment gives its rule.
+ *
+ * Real-time. cv_pipeline_process_f32/_i16, _next_event, _info, _output_frames_max,
+ * cv_last_error and cv_abi_version take no lock and, after their first call on a
+ * thread, do not allocate (the DeepFilterNet3 denoiser's network excepted); the other
+ * functions may do both.
  */
 
 #ifndef CLEARVOX_H
@@ -14,7 +27,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
-#define CV_ABI_VERSION 2
+#define CV_ABI_VERSION 3
 
 // What a function did.
 typedef enum CvStatus {
@@ -122,19 +135,22 @@ typedef struct CvEngineStats {
 extern "C" {
 #endif // __cplusplus
 
-// The version of the C ABI this library implements ([`CV_ABI_VERSION`]).
+// The version of the C ABI this library implements ([`CV_ABI_VERSION`]). Any thread;
+// real-time safe.
 uint32_t cv_abi_version(void);
 
 // The message of the latest failure on this thread ("" after a success). The pointer
-// stays valid until the next clearvox call on this thread.
+// stays valid until the next clearvox call on this thread. Any thread; real-time safe.
 const char *cv_last_error(void);
 
 // Creates a pipeline. `config` is a preset name (`voice-chat`, `max-quality`,
 // `low-cpu`, `bypass`), TOML or JSON text (a preset plus overrides), or NULL for the
 // default. The input is `channels`-channel audio at `input_rate` Hz.
 //
+// Threads: any; it allocates.
+//
 // # Safety
-// `config` is NULL or a NUL-terminated string; `out` is valid for a write.
+// `config` is NULL or a NUL-terminated string; `out` is NULL or valid for a write.
 enum CvStatus cv_pipeline_new(const char *config,
                               uint32_t input_rate,
                               uint32_t channels,
@@ -142,33 +158,83 @@ enum CvStatus cv_pipeline_new(const char *config,
 
 // Frees a pipeline (NULL is allowed).
 //
+// Threads: any, once no other call on the pipeline is under way; it frees.
+//
 // # Safety
-// `p` is NULL or a pipeline from `cv_pipeline_new`, not used afterwards.
+// `p` is NULL or a pipeline from `cv_pipeline_new`, with no call on it under way and
+// none after.
 void cv_pipeline_free(struct CvPipeline *p);
 
 // The maximum possible number of output samples (mono) of a call with `input_frames`
 // frames, in any state: the capacity [`cv_pipeline_process_f32`] and
 // [`cv_pipeline_process_i16`] ask for, so one buffer of this size serves every call of
-// up to `input_frames` frames. 0 for a NULL pipeline.
+// up to `input_frames` frames. It covers every configuration set so far (it never
+// shrinks): after a configuration change, ask again. 0 for a NULL pipeline.
+//
+// Threads: any, beside any call; real-time safe (no lock, no allocation).
 //
 // # Safety
-// `p` is a live pipeline.
+// `p` is NULL or a live pipeline.
 uintptr_t cv_pipeline_output_frames_max(const struct CvPipeline *p, uintptr_t input_frames);
 
-// The pipeline's latency in output samples, and its output rate in Hz.
+// The latency in output samples of the latest configuration set, and the output rate
+// in Hz.
+//
+// Threads: any, beside any call; real-time safe (no lock, no allocation).
 //
 // # Safety
-// `p` is a live pipeline; the out-pointers are valid for writes (either may be NULL).
+// `p` is NULL or a live pipeline; each out-pointer is NULL or valid for a write.
 enum CvStatus cv_pipeline_info(const struct CvPipeline *p,
                                uint32_t *latency,
                                uint32_t *output_rate);
 
-// Processes `frames` interleaved `f32` frames into `output` (capacity in samples); the
-// number of mono samples written goes to `written`. Does not allocate.
+// Sets the wet/dry mix (0 dry … 1 enhanced), with a 10 ms cross-fade, from the next
+// stream call on.
+//
+// Threads: any, beside any call (control calls take a lock among themselves); it may
+// allocate: not for an audio callback.
 //
 // # Safety
-// `input` holds `frames × channels` floats; `output` holds `capacity` floats;
-// `written` is valid for a write.
+// `p` is NULL or a live pipeline.
+enum CvStatus cv_pipeline_set_strength(struct CvPipeline *p, float strength);
+
+// Switches bypass on (non-zero) or off, with a 10 ms cross-fade, from the next stream
+// call on; the latency stays.
+//
+// Threads: as [`cv_pipeline_set_strength`].
+//
+// # Safety
+// `p` is NULL or a live pipeline.
+enum CvStatus cv_pipeline_set_bypass(struct CvPipeline *p, uint32_t bypass);
+
+// Changes the configuration while running (a preset name, TOML or JSON), with a 10 ms
+// cross-fade from the old to the new; input rate, channels and output rate stay, and
+// the configuration's strength and bypass replace those set before. It builds the new
+// pipeline here, warmed on the latest 200 ms of input, and hands it over without a
+// lock: the next stream call takes it, without allocating.
+//
+// Threads: any, beside any call: the control thread of an app whose audio thread
+// processes. It allocates and takes a lock among control calls: not for an audio
+// callback.
+//
+// # Safety
+// `p` is NULL or a live pipeline; `config` NULL or a NUL-terminated string.
+enum CvStatus cv_pipeline_set_config(struct CvPipeline *p, const char *config);
+
+// Processes `frames` interleaved `f32` frames into `output` (capacity in samples); the
+// number of mono samples written goes to `written`. When `capacity` is less than
+// [`cv_pipeline_output_frames_max`] asks, the call returns `CV_ERR_OUTPUT_TOO_SMALL`,
+// processes nothing and sets `written` to the capacity needed. `input` and `output`
+// must not overlap (`CV_ERR_INVALID_ARGUMENT`); `frames` may be 0.
+//
+// Threads: a stream call (one thread at a time: another stream call under way is
+// refused with `CV_ERR_STATE`), beside any control call. Real-time safe: no lock, and no
+// allocation after its first call on the thread (DeepFilterNet3's network excepted).
+//
+// # Safety
+// `p` is NULL or a live pipeline; `input` NULL or holding `frames × channels` floats;
+// `output` NULL or holding `capacity` floats; `written` NULL or valid for a write; none
+// of them inside the others or the handle.
 enum CvStatus cv_pipeline_process_f32(struct CvPipeline *p,
                                       const float *input,
                                       uintptr_t frames,
@@ -178,8 +244,10 @@ enum CvStatus cv_pipeline_process_f32(struct CvPipeline *p,
 
 // As [`cv_pipeline_process_f32`], for `int16_t` input.
 //
+// Threads: as [`cv_pipeline_process_f32`].
+//
 // # Safety
-// As [`cv_pipeline_process_f32`].
+// As [`cv_pipeline_process_f32`], with `input` holding `frames × channels` `int16_t`.
 enum CvStatus cv_pipeline_process_i16(struct CvPipeline *p,
                                       const int16_t *input,
                                       uintptr_t frames,
@@ -187,11 +255,17 @@ enum CvStatus cv_pipeline_process_i16(struct CvPipeline *p,
                                       uintptr_t capacity,
                                       uintptr_t *written);
 
-// Drains the tail of the stream into `output`. The stream then ends: call
+// Drains the tail of the stream into `output`; `written` gets its length. If the tail
+// does not fit, the call returns `CV_ERR_OUTPUT_TOO_SMALL`, sets `written` to the room
+// needed and keeps the tail for the next flush. The stream then ends: call
 // [`cv_pipeline_reset`] before processing more.
 //
+// Threads: a stream call (as [`cv_pipeline_process_f32`]). It may allocate: the end of
+// a stream, not an audio callback.
+//
 // # Safety
-// As [`cv_pipeline_process_f32`].
+// `p` is NULL or a live pipeline; `output` NULL or holding `capacity` floats; `written`
+// NULL or valid for a write.
 enum CvStatus cv_pipeline_flush(struct CvPipeline *p,
                                 float *output,
                                 uintptr_t capacity,
@@ -200,40 +274,29 @@ enum CvStatus cv_pipeline_flush(struct CvPipeline *p,
 // Takes the oldest pending VAD event: `has_event` is set to 1 and `event` filled, or
 // `has_event` to 0.
 //
+// Threads: a stream call (as [`cv_pipeline_process_f32`]); real-time safe.
+//
 // # Safety
-// `p` is a live pipeline; the out-pointers are valid for writes.
+// `p` is NULL or a live pipeline; each out-pointer NULL or valid for a write.
 enum CvStatus cv_pipeline_next_event(struct CvPipeline *p,
                                      struct CvVadEvent *event,
                                      uint32_t *has_event);
 
-// Sets the wet/dry mix (0 dry … 1 enhanced), with a 10 ms cross-fade.
+// Returns the pipeline to its freshly built state (of the latest configuration); a
+// tail kept by a refused flush is dropped.
+//
+// Threads: a stream call (as [`cv_pipeline_process_f32`]). It allocates: not for an
+// audio callback.
 //
 // # Safety
-// `p` is a live pipeline.
-enum CvStatus cv_pipeline_set_strength(struct CvPipeline *p, float strength);
-
-// Switches bypass on (non-zero) or off, with a 10 ms cross-fade; the latency stays.
-//
-// # Safety
-// `p` is a live pipeline.
-enum CvStatus cv_pipeline_set_bypass(struct CvPipeline *p, uint32_t bypass);
-
-// Changes the configuration while running (a preset name, TOML or JSON), with a 10 ms
-// cross-fade from the old to the new; input rate, channels and output rate stay. This
-// allocates: call it from a control thread, not an audio callback.
-//
-// # Safety
-// `p` is a live pipeline; `config` a NUL-terminated string.
-enum CvStatus cv_pipeline_set_config(struct CvPipeline *p, const char *config);
-
-// Returns the pipeline to its freshly built state.
-//
-// # Safety
-// `p` is a live pipeline.
+// `p` is NULL or a live pipeline.
 enum CvStatus cv_pipeline_reset(struct CvPipeline *p);
 
 // Whether the engine has finished processing (its duration reached, or the device
 // failed): 1 or 0.
+//
+// Threads: the engine's thread (one thread at a time per engine); no lock, no
+// allocation.
 //
 // # Safety
 // `e` is a live engine.
@@ -241,6 +304,8 @@ uint32_t cv_engine_is_finished(const struct CvEngine *e);
 
 // Creates a live engine (opens nothing yet). `config` as for [`cv_pipeline_new`];
 // `options` may be NULL for the default devices.
+//
+// Threads: any; it allocates.
 //
 // # Safety
 // `config` is NULL or a NUL-terminated string; `options` NULL or valid; `out` valid for
@@ -251,12 +316,18 @@ enum CvStatus cv_engine_new(const char *config,
 
 // Frees an engine, stopping it first if it runs (NULL is allowed).
 //
+// Threads: any, once no other call on the engine is under way (not from its frame
+// callback); it stops the engine, waits for its threads and frees.
+//
 // # Safety
 // `e` is NULL or an engine from `cv_engine_new`, not used afterwards.
 void cv_engine_free(struct CvEngine *e);
 
 // Hands every enhanced frame to `callback` (on the engine's processing thread) from the
 // next start on. `user` is passed back unchanged and must be usable from that thread.
+//
+// Threads: the engine's thread (one thread at a time per engine, not the callback); it
+// allocates.
 //
 // # Safety
 // `e` is a live engine; `callback` a valid function; `user` valid as long as the
@@ -268,6 +339,9 @@ enum CvStatus cv_engine_set_frame_callback(struct CvEngine *e,
 // Queues frames for [`cv_engine_poll_frame`] instead (pull style, for Dart FFI and the
 // like); a consumer more than `capacity` frames behind loses frames (counted).
 //
+// Threads: the engine's thread (one thread at a time per engine, not the callback); it
+// allocates.
+//
 // # Safety
 // `e` is a live engine.
 enum CvStatus cv_engine_enable_polling(struct CvEngine *e, uintptr_t capacity);
@@ -276,6 +350,11 @@ enum CvStatus cv_engine_enable_polling(struct CvEngine *e, uintptr_t capacity);
 // (capacity `capacity`), its events to `events` (capacity `events_capacity`), and `info`
 // gets the counts, rate and position (`info.samples` and `info.events` are set to the
 // given buffers). `has_frame` is 1 if a frame was taken, else 0.
+//
+// Threads: the engine's thread (one thread at a time per engine, not the callback); it
+// may wait up to `timeout_ms` and takes a lock: not for an audio callback.
+//
+// `samples` and `events` must not overlap (`CV_ERR_INVALID_ARGUMENT`).
 //
 // # Safety
 // `e` is a live engine with polling enabled; buffers valid for the given capacities;
@@ -291,6 +370,9 @@ enum CvStatus cv_engine_poll_frame(struct CvEngine *e,
 
 // Opens the devices and starts capture. Nothing is captured before this call.
 //
+// Threads: the engine's thread (one thread at a time per engine, not the callback); it
+// opens devices, starts threads and allocates.
+//
 // # Safety
 // `e` is a live engine.
 enum CvStatus cv_engine_start(struct CvEngine *e);
@@ -298,11 +380,16 @@ enum CvStatus cv_engine_start(struct CvEngine *e);
 // Stops capture, flushes the pipeline's tail to the frames and the recording, and
 // releases the devices.
 //
+// Threads: the engine's thread (one thread at a time per engine, not the callback); it
+// waits for the engine's threads.
+//
 // # Safety
 // `e` is a live engine.
 enum CvStatus cv_engine_stop(struct CvEngine *e);
 
 // The engine's statistics (of the running or the last session).
+//
+// Threads: the engine's thread (one thread at a time per engine); it may take a lock.
 //
 // # Safety
 // `e` is a live engine; `stats` valid for a write.

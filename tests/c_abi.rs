@@ -5,6 +5,10 @@
 
 mod support;
 
+/// Two threads on one handle, flushes short of room, overlapping buffers, odd orders.
+#[path = "c_abi/misuse.rs"]
+mod misuse;
+
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -11,7 +11,7 @@ use std::time::Duration;
 #[cfg(doc)]
 use super::cv_pipeline_new;
 #[cfg(feature = "device")]
-use super::{config_error, handle, invalid, parse_config, put, slice_mut, text};
+use super::{config_error, handle, invalid, overlap, parse_config, put, slice_mut, text};
 use super::{entry, CvResult, CvStatus, CvVadEvent, Failure};
 #[cfg(feature = "device")]
 use crate::config::Config;
@@ -204,6 +204,9 @@ pub struct CvEngineOptions {
 /// Whether the engine has finished processing (its duration reached, or the device
 /// failed): 1 or 0.
 ///
+/// Threads: the engine's thread (one thread at a time per engine); no lock, no
+/// allocation.
+///
 /// # Safety
 /// `e` is a live engine.
 #[no_mangle]
@@ -331,6 +334,8 @@ pub struct CvEngine {
 /// Creates a live engine (opens nothing yet). `config` as for [`cv_pipeline_new`];
 /// `options` may be NULL for the default devices.
 ///
+/// Threads: any; it allocates.
+///
 /// # Safety
 /// `config` is NULL or a NUL-terminated string; `options` NULL or valid; `out` valid for
 /// a write.
@@ -407,6 +412,9 @@ pub unsafe extern "C" fn cv_engine_new(
 
 /// Frees an engine, stopping it first if it runs (NULL is allowed).
 ///
+/// Threads: any, once no other call on the engine is under way (not from its frame
+/// callback); it stops the engine, waits for its threads and frees.
+///
 /// # Safety
 /// `e` is NULL or an engine from `cv_engine_new`, not used afterwards.
 #[no_mangle]
@@ -452,6 +460,9 @@ impl crate::pipeline::FrameSink for CallbackSink {
 /// Hands every enhanced frame to `callback` (on the engine's processing thread) from the
 /// next start on. `user` is passed back unchanged and must be usable from that thread.
 ///
+/// Threads: the engine's thread (one thread at a time per engine, not the callback); it
+/// allocates.
+///
 /// # Safety
 /// `e` is a live engine; `callback` a valid function; `user` valid as long as the
 /// engine may call it.
@@ -486,6 +497,9 @@ pub unsafe extern "C" fn cv_engine_set_frame_callback(
 /// Queues frames for [`cv_engine_poll_frame`] instead (pull style, for Dart FFI and the
 /// like); a consumer more than `capacity` frames behind loses frames (counted).
 ///
+/// Threads: the engine's thread (one thread at a time per engine, not the callback); it
+/// allocates.
+///
 /// # Safety
 /// `e` is a live engine.
 #[no_mangle]
@@ -513,6 +527,11 @@ pub unsafe extern "C" fn cv_engine_enable_polling(e: *mut CvEngine, capacity: us
 /// (capacity `capacity`), its events to `events` (capacity `events_capacity`), and `info`
 /// gets the counts, rate and position (`info.samples` and `info.events` are set to the
 /// given buffers). `has_frame` is 1 if a frame was taken, else 0.
+///
+/// Threads: the engine's thread (one thread at a time per engine, not the callback); it
+/// may wait up to `timeout_ms` and takes a lock: not for an audio callback.
+///
+/// `samples` and `events` must not overlap (`CV_ERR_INVALID_ARGUMENT`).
 ///
 /// # Safety
 /// `e` is a live engine with polling enabled; buffers valid for the given capacities;
@@ -547,6 +566,9 @@ pub unsafe extern "C" fn cv_engine_poll_frame(
         {
             // SAFETY (all): the caller's contract.
             let e = unsafe { handle(e, "engine") }?;
+            if overlap(samples, capacity, events, events_capacity) {
+                return Err(invalid("samples and events overlap: use separate buffers"));
+            }
             let out = unsafe { slice_mut(samples, capacity, "samples") }?;
             let ev_out = unsafe { slice_mut(events, events_capacity, "events") }?;
             if info.is_null() || has_frame.is_null() {
@@ -596,6 +618,9 @@ pub unsafe extern "C" fn cv_engine_poll_frame(
 
 /// Opens the devices and starts capture. Nothing is captured before this call.
 ///
+/// Threads: the engine's thread (one thread at a time per engine, not the callback); it
+/// opens devices, starts threads and allocates.
+///
 /// # Safety
 /// `e` is a live engine.
 #[no_mangle]
@@ -618,6 +643,9 @@ pub unsafe extern "C" fn cv_engine_start(e: *mut CvEngine) -> CvStatus {
 /// Stops capture, flushes the pipeline's tail to the frames and the recording, and
 /// releases the devices.
 ///
+/// Threads: the engine's thread (one thread at a time per engine, not the callback); it
+/// waits for the engine's threads.
+///
 /// # Safety
 /// `e` is a live engine.
 #[no_mangle]
@@ -638,6 +666,8 @@ pub unsafe extern "C" fn cv_engine_stop(e: *mut CvEngine) -> CvStatus {
 }
 
 /// The engine's statistics (of the running or the last session).
+///
+/// Threads: the engine's thread (one thread at a time per engine); it may take a lock.
 ///
 /// # Safety
 /// `e` is a live engine; `stats` valid for a write.

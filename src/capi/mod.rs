@@ -6,7 +6,15 @@
 //! - Functions return a [`CvStatus`]: `CV_OK` (0) or a negative code; the message of the
 //!   latest failure on the calling thread is [`cv_last_error`].
 //! - Handles are created by `*_new` functions and freed by the matching `*_free`
-//!   (freeing NULL is allowed). A handle must not be used from two threads at once.
+//!   (freeing NULL is allowed), when no other call on them is under way.
+//! - Threads: each function's documentation says which calls may run beside which.
+//!   A pipeline has stream calls (processing, flush, events, reset), made by one thread
+//!   at a time, and control calls (configuration, strength, bypass, queries), made from
+//!   any thread at any time; an engine is used by one thread at a time. A call that
+//!   would break the rule is refused with `CV_ERR_STATE` where the library can see it.
+//! - Real-time: the pipeline's processing, event and query calls take no lock and,
+//!   after their first call on a thread, do not allocate (DeepFilterNet3's network
+//!   excepted); the others may do both and belong on a control thread.
 //! - Null pointers and lengths that do not fit are rejected with `CV_ERR_INVALID_ARGUMENT`,
 //!   never dereferenced; no panic crosses the boundary (each entry point catches them and
 //!   returns `CV_ERR_PANIC`).
@@ -14,8 +22,9 @@
 //!   output is mono at the pipeline's output rate.
 //!
 //! The header `include/clearvox.h` is generated from this module by cbindgen: this file
-//! (the status codes, the version, the last error), then `pipeline.rs`, then `engine.rs`,
-//! in that order. This file also holds what every entry point shares: the guard that
+//! (the status codes, the version, the last error), then `pipeline.rs` (the handle and
+//! its control calls), `stream.rs` (its stream calls) and `engine.rs`, in that order;
+//! `mailbox.rs` carries configuration changes from control calls to stream calls. This file also holds what every entry point shares: the guard that
 //! turns errors and panics into a status, and the checks of pointers and lengths.
 //!
 //! Every type's documentation has an example of its use from Rust.
@@ -24,23 +33,28 @@
 // rustdoc shows and tests them, while cbindgen copies only plain doc comments into
 // `include/clearvox.h`, which so keeps no Rust code.
 
+mod mailbox;
 mod pipeline;
+mod stream;
 // Not behind the `device` feature: without it, every engine function is still in the
 // library and the header, and answers `CV_ERR_UNSUPPORTED`.
 mod engine;
 
 pub use engine::*;
 pub use pipeline::*;
+pub use stream::*;
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::config::{Config, Preset};
 
-/// The version of this C ABI; it changes when a function's name or signature, or a
-/// struct, does.
-pub const CV_ABI_VERSION: u32 = 2;
+/// The version of this C ABI; it changes when a function's name or signature, a struct,
+/// or what a call does in a way a caller can see, does (3: the threading rules, flush
+/// keeping a tail that did not fit, overlapping buffers refused, the room needed
+/// reported on `CV_ERR_OUTPUT_TOO_SMALL`).
+pub const CV_ABI_VERSION: u32 = 3;
 
 /// What a function did.
 #[cfg_attr(
@@ -96,12 +110,30 @@ pub enum CvStatus {
 }
 
 thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// The thread's latest failure message, NUL-terminated; empty (no allocation yet)
+    /// until the first failure. A success empties it in place, so that successful calls
+    /// never touch the heap.
+    static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-fn set_error(message: impl Into<String>) {
-    let text = message.into().replace('\0', " ");
-    LAST_ERROR.with(|e| *e.borrow_mut() = CString::new(text).unwrap_or_default());
+fn set_error(message: &str) {
+    let _ = LAST_ERROR.try_with(|e| {
+        let mut e = e.borrow_mut();
+        e.clear();
+        e.extend(message.bytes().map(|b| if b == 0 { b' ' } else { b }));
+        e.push(0);
+    });
+}
+
+/// Empties the last error without allocating (its buffer is kept).
+fn clear_error() {
+    let _ = LAST_ERROR.try_with(|e| {
+        let mut e = e.borrow_mut();
+        if !e.is_empty() {
+            e.clear();
+            e.push(0);
+        }
+    });
 }
 
 /// A failed call: the status it returns and the message [`cv_last_error`] then gives.
@@ -123,16 +155,16 @@ fn config_error(e: impl std::fmt::Display) -> Failure {
 fn entry(f: impl FnOnce() -> CvResult) -> CvStatus {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => {
-            set_error("");
+            clear_error();
             CvStatus::CV_OK
         }
         Ok(Err(Failure(status, message))) => {
-            set_error(message);
+            set_error(&message);
             status
         }
         Err(payload) => {
             let what = crate::error::panic_message(payload.as_ref());
-            set_error(format!("internal error: {what}"));
+            set_error(&format!("internal error: {what}"));
             CvStatus::CV_ERR_PANIC
         }
     }
@@ -186,8 +218,19 @@ unsafe fn slice_mut<'a, T>(p: *mut T, len: usize, what: &str) -> CvResult<&'a mu
     Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
 }
 
+/// Whether two buffers share a byte (an empty one shares none). The C caller may pass
+/// any two ranges; Rust may not hold a shared and a mutable slice over the same memory.
+fn overlap<A, B>(a: *const A, a_len: usize, b: *const B, b_len: usize) -> bool {
+    let start_a = a as usize;
+    let end_a = start_a.saturating_add(a_len.saturating_mul(std::mem::size_of::<A>()));
+    let start_b = b as usize;
+    let end_b = start_b.saturating_add(b_len.saturating_mul(std::mem::size_of::<B>()));
+    a_len > 0 && b_len > 0 && start_a < end_b && start_b < end_a
+}
+
 /// # Safety
 /// `p` is NULL or a handle from the matching `*_new`, not used elsewhere during the call.
+#[cfg_attr(not(feature = "device"), allow(dead_code))]
 unsafe fn handle<'a, T>(p: *mut T, what: &str) -> CvResult<&'a mut T> {
     // SAFETY: a live handle, used by one thread at a time, as the caller promises.
     unsafe { p.as_mut() }.ok_or_else(|| invalid(&format!("{what} is NULL")))
@@ -220,15 +263,21 @@ fn parse_config(s: &str) -> CvResult<Config> {
     }
 }
 
-/// The version of the C ABI this library implements ([`CV_ABI_VERSION`]).
+/// The version of the C ABI this library implements ([`CV_ABI_VERSION`]). Any thread;
+/// real-time safe.
 #[no_mangle]
 pub extern "C" fn cv_abi_version() -> u32 {
     CV_ABI_VERSION
 }
 
 /// The message of the latest failure on this thread ("" after a success). The pointer
-/// stays valid until the next clearvox call on this thread.
+/// stays valid until the next clearvox call on this thread. Any thread; real-time safe.
 #[no_mangle]
 pub extern "C" fn cv_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR
+        .try_with(|e| match e.try_borrow() {
+            Ok(e) if !e.is_empty() => e.as_ptr().cast::<c_char>(),
+            _ => c"".as_ptr(),
+        })
+        .unwrap_or(c"".as_ptr())
 }

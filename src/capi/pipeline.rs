@@ -1,17 +1,23 @@
 //! The pipeline through the C ABI: [`CvPipeline`], a [`HotSwap`] behind an opaque
-//! handle, and the `cv_pipeline_*` functions, whose processing calls write into buffers
-//! the caller owns and sizes with [`cv_pipeline_output_frames_max`].
+//! handle, its creation, its queries and its control calls (configuration, strength,
+//! bypass), which any thread may make at any time. The stream calls, whose processing
+//! writes into buffers the caller owns and sizes with [`cv_pipeline_output_frames_max`],
+//! are in `stream.rs`.
 
+use std::cell::UnsafeCell;
 use std::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 
-use super::{
-    config_error, entry, handle, invalid, parse_config, put, slice, slice_mut, text, CvResult,
-    CvStatus, Failure,
-};
+use super::mailbox::Mailbox;
+use super::stream::Stream;
+#[cfg(doc)]
+use super::stream::{cv_pipeline_process_f32, cv_pipeline_process_i16};
+use super::{config_error, entry, invalid, parse_config, put, text, CvResult, CvStatus};
 use crate::config::Config;
 use crate::dsp::vad::{VadEvent, VadEventKind};
-use crate::pipeline::HotSwap;
+use crate::pipeline::{HotSwap, SwapBuilder};
 
 /// A speech-state change: `kind` 1 = speech started, 2 = speech ended; `position` in
 /// samples of the output stream.
@@ -122,15 +128,55 @@ unsafe { cv_pipeline_free(p) };
 )]
 #[derive(Debug)]
 pub struct CvPipeline {
-    inner: HotSwap,
+    /// The processing side's state: used by the stream call that holds `busy` alone.
+    pub(super) stream: UnsafeCell<Stream>,
+    /// Whether a stream call is under way (a second one at the same time is refused).
+    pub(super) busy: AtomicBool,
+    /// Configuration changes on their way to the stream, and pipelines on their way back.
+    pub(super) mailbox: Mailbox,
+    /// Builds new pipelines on the control side.
+    builder: SwapBuilder,
+    /// The latency of the latest configuration, output samples.
+    latency: AtomicU32,
+}
+
+// SAFETY: `stream` is touched only by the stream call that set `busy` (an atomic flag
+// taken with Acquire and released with Release), the mailbox is made of atomics and a
+// mutex, and the builder is `Sync`: the handle may be used from several threads as the
+// functions document.
+unsafe impl Sync for CvPipeline {}
+
+impl CvPipeline {
+    fn new(config: &Config, input_rate: u32, channels: u32) -> CvResult<Self> {
+        let mut hot = HotSwap::new(config, input_rate, channels as usize).map_err(config_error)?;
+        hot.park_retired();
+        Ok(Self {
+            builder: hot.builder(),
+            latency: AtomicU32::new(hot.latency() as u32),
+            stream: UnsafeCell::new(Stream::new(hot)),
+            busy: AtomicBool::new(false),
+            mailbox: Mailbox::default(),
+        })
+    }
+}
+
+/// A live pipeline from a handle, or the error for a NULL one.
+///
+/// # Safety
+/// `p` is NULL or a live pipeline.
+pub(super) unsafe fn pipeline<'a>(p: *const CvPipeline) -> CvResult<&'a CvPipeline> {
+    // SAFETY: NULL or live, as the caller promises; only shared references are made.
+    unsafe { p.as_ref() }.ok_or_else(|| invalid("pipeline is NULL"))
 }
 
 /// Creates a pipeline. `config` is a preset name (`voice-chat`, `max-quality`,
 /// `low-cpu`, `bypass`), TOML or JSON text (a preset plus overrides), or NULL for the
 /// default. The input is `channels`-channel audio at `input_rate` Hz.
 ///
+/// Threads: any; it allocates.
+///
 /// # Safety
-/// `config` is NULL or a NUL-terminated string; `out` is valid for a write.
+/// `config` is NULL or a NUL-terminated string; `out` is NULL or valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn cv_pipeline_new(
     config: *const c_char,
@@ -148,8 +194,7 @@ pub unsafe extern "C" fn cv_pipeline_new(
             // SAFETY: NUL-terminated, as documented.
             parse_config(unsafe { text(config, "config") }?)?
         };
-        let inner = HotSwap::new(&cfg, input_rate, channels as usize).map_err(config_error)?;
-        let h = Box::into_raw(Box::new(CvPipeline { inner }));
+        let h = Box::into_raw(Box::new(CvPipeline::new(&cfg, input_rate, channels)?));
         // SAFETY: checked non-null above; valid for a write as documented.
         unsafe { put(out, h, "out") }
     })
@@ -157,8 +202,11 @@ pub unsafe extern "C" fn cv_pipeline_new(
 
 /// Frees a pipeline (NULL is allowed).
 ///
+/// Threads: any, once no other call on the pipeline is under way; it frees.
+///
 /// # Safety
-/// `p` is NULL or a pipeline from `cv_pipeline_new`, not used afterwards.
+/// `p` is NULL or a pipeline from `cv_pipeline_new`, with no call on it under way and
+/// none after.
 #[no_mangle]
 pub unsafe extern "C" fn cv_pipeline_free(p: *mut CvPipeline) {
     if !p.is_null() {
@@ -170,26 +218,32 @@ pub unsafe extern "C" fn cv_pipeline_free(p: *mut CvPipeline) {
 /// The maximum possible number of output samples (mono) of a call with `input_frames`
 /// frames, in any state: the capacity [`cv_pipeline_process_f32`] and
 /// [`cv_pipeline_process_i16`] ask for, so one buffer of this size serves every call of
-/// up to `input_frames` frames. 0 for a NULL pipeline.
+/// up to `input_frames` frames. It covers every configuration set so far (it never
+/// shrinks): after a configuration change, ask again. 0 for a NULL pipeline.
+///
+/// Threads: any, beside any call; real-time safe (no lock, no allocation).
 ///
 /// # Safety
-/// `p` is a live pipeline.
+/// `p` is NULL or a live pipeline.
 #[no_mangle]
 pub unsafe extern "C" fn cv_pipeline_output_frames_max(
     p: *const CvPipeline,
     input_frames: usize,
 ) -> usize {
-    // SAFETY: a live handle, as documented.
+    // SAFETY: NULL or live, as documented.
     match unsafe { p.as_ref() } {
-        Some(p) => p.inner.output_frames_max(input_frames),
+        Some(p) => p.builder.output_frames_max(input_frames),
         None => 0,
     }
 }
 
-/// The pipeline's latency in output samples, and its output rate in Hz.
+/// The latency in output samples of the latest configuration set, and the output rate
+/// in Hz.
+///
+/// Threads: any, beside any call; real-time safe (no lock, no allocation).
 ///
 /// # Safety
-/// `p` is a live pipeline; the out-pointers are valid for writes (either may be NULL).
+/// `p` is NULL or a live pipeline; each out-pointer is NULL or valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn cv_pipeline_info(
     p: *const CvPipeline,
@@ -197,208 +251,91 @@ pub unsafe extern "C" fn cv_pipeline_info(
     output_rate: *mut u32,
 ) -> CvStatus {
     entry(|| {
-        // SAFETY: a live handle, as documented.
-        let p = unsafe { p.as_ref() }.ok_or_else(|| invalid("pipeline is NULL"))?;
+        // SAFETY: NULL or live, as documented.
+        let p = unsafe { pipeline(p) }?;
         if !latency.is_null() {
             // SAFETY: non-null and valid for a write, as documented.
-            unsafe { latency.write(p.inner.latency() as u32) };
+            unsafe { latency.write(p.latency.load(Relaxed)) };
         }
         if !output_rate.is_null() {
             // SAFETY: as above.
-            unsafe { output_rate.write(p.inner.pipeline().output_rate()) };
+            unsafe { output_rate.write(p.builder.output_rate()) };
         }
         Ok(())
     })
 }
 
-/// Processes `frames` interleaved `f32` frames into `output` (capacity in samples); the
-/// number of mono samples written goes to `written`. Does not allocate.
+/// Sets the wet/dry mix (0 dry … 1 enhanced), with a 10 ms cross-fade, from the next
+/// stream call on.
+///
+/// Threads: any, beside any call (control calls take a lock among themselves); it may
+/// allocate: not for an audio callback.
 ///
 /// # Safety
-/// `input` holds `frames × channels` floats; `output` holds `capacity` floats;
-/// `written` is valid for a write.
-#[no_mangle]
-pub unsafe extern "C" fn cv_pipeline_process_f32(
-    p: *mut CvPipeline,
-    input: *const f32,
-    frames: usize,
-    output: *mut f32,
-    capacity: usize,
-    written: *mut usize,
-) -> CvStatus {
-    // SAFETY: forwarded with the same contract.
-    entry(|| unsafe { process(p, input, frames, output, capacity, written) })
-}
-
-/// As [`cv_pipeline_process_f32`], for `int16_t` input.
-///
-/// # Safety
-/// As [`cv_pipeline_process_f32`].
-#[no_mangle]
-pub unsafe extern "C" fn cv_pipeline_process_i16(
-    p: *mut CvPipeline,
-    input: *const i16,
-    frames: usize,
-    output: *mut f32,
-    capacity: usize,
-    written: *mut usize,
-) -> CvStatus {
-    // SAFETY: forwarded with the same contract.
-    entry(|| unsafe { process(p, input, frames, output, capacity, written) })
-}
-
-/// # Safety
-/// As [`cv_pipeline_process_f32`].
-unsafe fn process<S: crate::dsp::convert::PcmSample>(
-    p: *mut CvPipeline,
-    input: *const S,
-    frames: usize,
-    output: *mut f32,
-    capacity: usize,
-    written: *mut usize,
-) -> CvResult {
-    // SAFETY (all four): the caller's contract.
-    let p = unsafe { handle(p, "pipeline") }?;
-    let channels = p.inner.pipeline().channels();
-    let len = frames
-        .checked_mul(channels)
-        .ok_or_else(|| invalid("frames × channels overflows"))?;
-    let input = unsafe { slice(input, len, "input") }?;
-    let output = unsafe { slice_mut(output, capacity, "output") }?;
-    if written.is_null() {
-        return Err(invalid("written is NULL"));
-    }
-    let n = p
-        .inner
-        .process_into_buffer(input, output)
-        .map_err(|e| match e {
-            crate::Error::OutputTooSmall { .. } => {
-                Failure(CvStatus::CV_ERR_OUTPUT_TOO_SMALL, e.to_string())
-            }
-            other => Failure(CvStatus::CV_ERR_PROCESSING, other.to_string()),
-        })?;
-    unsafe { put(written, n, "written") }
-}
-
-/// Drains the tail of the stream into `output`. The stream then ends: call
-/// [`cv_pipeline_reset`] before processing more.
-///
-/// # Safety
-/// As [`cv_pipeline_process_f32`].
-#[no_mangle]
-pub unsafe extern "C" fn cv_pipeline_flush(
-    p: *mut CvPipeline,
-    output: *mut f32,
-    capacity: usize,
-    written: *mut usize,
-) -> CvStatus {
-    entry(|| {
-        // SAFETY: the caller's contract.
-        let p = unsafe { handle(p, "pipeline") }?;
-        let output = unsafe { slice_mut(output, capacity, "output") }?;
-        let mut tail = Vec::new();
-        p.inner
-            .flush(&mut tail)
-            .map_err(|e| Failure(CvStatus::CV_ERR_PROCESSING, e.to_string()))?;
-        if tail.len() > output.len() {
-            return Err(Failure(
-                CvStatus::CV_ERR_OUTPUT_TOO_SMALL,
-                format!(
-                    "the tail holds {} samples; the buffer {}",
-                    tail.len(),
-                    output.len()
-                ),
-            ));
-        }
-        output[..tail.len()].copy_from_slice(&tail);
-        unsafe { put(written, tail.len(), "written") }
-    })
-}
-
-/// Takes the oldest pending VAD event: `has_event` is set to 1 and `event` filled, or
-/// `has_event` to 0.
-///
-/// # Safety
-/// `p` is a live pipeline; the out-pointers are valid for writes.
-#[no_mangle]
-pub unsafe extern "C" fn cv_pipeline_next_event(
-    p: *mut CvPipeline,
-    event: *mut CvVadEvent,
-    has_event: *mut u32,
-) -> CvStatus {
-    entry(|| {
-        // SAFETY: the caller's contract.
-        let p = unsafe { handle(p, "pipeline") }?;
-        if event.is_null() || has_event.is_null() {
-            return Err(invalid("event or has_event is NULL"));
-        }
-        match p.inner.pop_event() {
-            Some(e) => unsafe {
-                put(event, e.into(), "event")?;
-                put(has_event, 1, "has_event")
-            },
-            None => unsafe { put(has_event, 0, "has_event") },
-        }
-    })
-}
-
-/// Sets the wet/dry mix (0 dry … 1 enhanced), with a 10 ms cross-fade.
-///
-/// # Safety
-/// `p` is a live pipeline.
+/// `p` is NULL or a live pipeline.
 #[no_mangle]
 pub unsafe extern "C" fn cv_pipeline_set_strength(p: *mut CvPipeline, strength: f32) -> CvStatus {
     entry(|| {
-        // SAFETY: the caller's contract.
-        let p = unsafe { handle(p, "pipeline") }?;
-        p.inner
-            .set_strength(strength)
-            .map_err(|e| invalid(&e.to_string()))
+        // SAFETY: NULL or live, as documented.
+        let p = unsafe { pipeline(p) }?;
+        if !(0.0..=1.0).contains(&strength) {
+            return Err(invalid(&format!("strength = {strength}: must be in 0..1")));
+        }
+        let control = p.mailbox.control();
+        p.mailbox.post(&control, |c| c.strength = Some(strength));
+        Ok(())
     })
 }
 
-/// Switches bypass on (non-zero) or off, with a 10 ms cross-fade; the latency stays.
+/// Switches bypass on (non-zero) or off, with a 10 ms cross-fade, from the next stream
+/// call on; the latency stays.
+///
+/// Threads: as [`cv_pipeline_set_strength`].
 ///
 /// # Safety
-/// `p` is a live pipeline.
+/// `p` is NULL or a live pipeline.
 #[no_mangle]
 pub unsafe extern "C" fn cv_pipeline_set_bypass(p: *mut CvPipeline, bypass: u32) -> CvStatus {
     entry(|| {
-        // SAFETY: the caller's contract.
-        let p = unsafe { handle(p, "pipeline") }?;
-        p.inner.set_bypass(bypass != 0);
+        // SAFETY: NULL or live, as documented.
+        let p = unsafe { pipeline(p) }?;
+        let control = p.mailbox.control();
+        p.mailbox.post(&control, |c| c.bypass = Some(bypass != 0));
         Ok(())
     })
 }
 
 /// Changes the configuration while running (a preset name, TOML or JSON), with a 10 ms
-/// cross-fade from the old to the new; input rate, channels and output rate stay. This
-/// allocates: call it from a control thread, not an audio callback.
+/// cross-fade from the old to the new; input rate, channels and output rate stay, and
+/// the configuration's strength and bypass replace those set before. It builds the new
+/// pipeline here, warmed on the latest 200 ms of input, and hands it over without a
+/// lock: the next stream call takes it, without allocating.
+///
+/// Threads: any, beside any call: the control thread of an app whose audio thread
+/// processes. It allocates and takes a lock among control calls: not for an audio
+/// callback.
 ///
 /// # Safety
-/// `p` is a live pipeline; `config` a NUL-terminated string.
+/// `p` is NULL or a live pipeline; `config` NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn cv_pipeline_set_config(
     p: *mut CvPipeline,
     config: *const c_char,
 ) -> CvStatus {
     entry(|| {
-        // SAFETY: the caller's contract.
-        let p = unsafe { handle(p, "pipeline") }?;
+        // SAFETY: NULL or live, as documented.
+        let p = unsafe { pipeline(p) }?;
+        // SAFETY: NULL or NUL-terminated, as documented.
         let cfg = parse_config(unsafe { text(config, "config") }?)?;
-        p.inner.set_config(&cfg).map_err(config_error)
-    })
-}
-
-/// Returns the pipeline to its freshly built state.
-///
-/// # Safety
-/// `p` is a live pipeline.
-#[no_mangle]
-pub unsafe extern "C" fn cv_pipeline_reset(p: *mut CvPipeline) -> CvStatus {
-    entry(|| {
-        // SAFETY: the caller's contract.
-        unsafe { handle(p, "pipeline") }?.inner.reset();
+        let next = p.builder.build(&cfg).map_err(config_error)?;
+        let latency = next.latency() as u32;
+        let control = p.mailbox.control();
+        p.latency.store(latency, Relaxed);
+        p.mailbox.post(&control, |c| {
+            c.pipeline = Some(next);
+            c.strength = None;
+            c.bypass = None;
+        });
         Ok(())
     })
 }

@@ -55,7 +55,7 @@ use crate::limits::check_sample_rate;
 use chain::{feed, total_latency, Chain, EventQueue, Stages};
 use mix::OutputMix;
 
-pub use hotswap::HotSwap;
+pub use hotswap::{HotSwap, SwapBuilder};
 pub use offline::{enhance, Aligner};
 pub use sink::{
     frame_channel, ChannelSink, EnhancedFrame, FrameReceiver, FrameSink, Framer, OwnedFrame,

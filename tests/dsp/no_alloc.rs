@@ -126,3 +126,100 @@ fn the_counter_sees_allocations() {
     });
     assert_eq!(counts.total(), 2);
 }
+
+/// The C ABI's stream calls on the thread that runs them, after one call to warm it
+/// up: processing (`f32` and `int16_t` input, odd chunk sizes), events, the last error
+/// and the read-only queries touch no heap, nor does taking over a configuration
+/// change made meanwhile, its cross-fade or the retirement of the old pipeline.
+#[cfg(feature = "capi")]
+#[test]
+fn the_c_abi_processes_without_touching_the_heap() {
+    use clearvox::capi::*;
+    use std::ptr::null_mut;
+
+    struct Handle(*mut CvPipeline);
+    // SAFETY: the handle is used by one thread at a time.
+    unsafe impl Send for Handle {}
+
+    let (x, rate, ch) = load(&testdata("noisy/us_male__cafe__snr5__48k_f32.wav"));
+    let as_i16: Vec<i16> = x.iter().map(|v| (v * 32_767.0) as i16).collect();
+    let sizes = random_chunks(x.len() / ch, 2_000, 5);
+    let mut p = null_mut();
+    // SAFETY: a NUL-terminated configuration and a valid out-pointer.
+    let status = unsafe { cv_pipeline_new(c"voice-chat".as_ptr(), rate, ch as u32, &mut p) };
+    assert_eq!(status, CvStatus::CV_OK);
+    let handle = Handle(p);
+    let ops = std::thread::spawn(move || {
+        let p = handle;
+        // SAFETY (every call): a live pipeline, buffers of the stated lengths, used by
+        // this thread alone.
+        let cap = unsafe { cv_pipeline_output_frames_max(p.0, 2_000) };
+        let mut out = vec![0.0f32; cap];
+        let run = |range: std::ops::Range<usize>, out: &mut [f32]| {
+            let mut at: usize = sizes[..range.start].iter().sum();
+            for (k, &n) in sizes[range].iter().enumerate() {
+                let mut written = 0;
+                let status = unsafe {
+                    if k % 2 == 0 {
+                        cv_pipeline_process_f32(
+                            p.0,
+                            x[at * ch..].as_ptr(),
+                            n,
+                            out.as_mut_ptr(),
+                            cap,
+                            &mut written,
+                        )
+                    } else {
+                        cv_pipeline_process_i16(
+                            p.0,
+                            as_i16[at * ch..].as_ptr(),
+                            n,
+                            out.as_mut_ptr(),
+                            cap,
+                            &mut written,
+                        )
+                    }
+                };
+                assert_eq!(status, CvStatus::CV_OK);
+                assert!(unsafe { *cv_last_error() } == 0);
+                let mut event = CvVadEvent::default();
+                let mut has = 0;
+                while unsafe { cv_pipeline_next_event(p.0, &mut event, &mut has) }
+                    == CvStatus::CV_OK
+                    && has == 1
+                {}
+                let (mut latency, mut rate) = (0, 0);
+                assert_eq!(
+                    unsafe { cv_pipeline_info(p.0, &mut latency, &mut rate) },
+                    CvStatus::CV_OK
+                );
+                assert!(unsafe { cv_pipeline_output_frames_max(p.0, n) } <= cap);
+                at += n;
+            }
+        };
+        let third = sizes.len() / 3;
+        // Warm-up: the first calls on this thread create what lasts (RNNoise's FFT
+        // plans, the thread's error message).
+        run(0..2, &mut out);
+        let ((), before) = count_on_this_thread(|| run(2..third, &mut out));
+        // A configuration change (made here, outside the count, as a control thread
+        // would), taken over by the next stream call and cross-faded.
+        unsafe {
+            assert_eq!(
+                cv_pipeline_set_config(p.0, c"low-cpu".as_ptr()),
+                CvStatus::CV_OK
+            );
+            assert_eq!(cv_pipeline_set_strength(p.0, 0.5), CvStatus::CV_OK);
+        }
+        let ((), after) = count_on_this_thread(|| run(third..sizes.len(), &mut out));
+        unsafe { cv_pipeline_free(p.0) };
+        (before.total(), after.total())
+    })
+    .join()
+    .expect("the processing thread does not panic");
+    assert_eq!(
+        ops,
+        (0, 0),
+        "heap operations before and after a configuration change"
+    );
+}
