@@ -112,33 +112,33 @@ pub(super) async fn try_connect(
     if let Some(id) = o.session {
         req.headers_mut()
             .insert("X-Clearvox-Session", HeaderValue::from_str(id).unwrap());
-        // The stream's resume key, as the receiver gave it to the connection that
-        // created the stream (ids are unique across these tests).
-        if let Some(key) = resume_keys().get(id) {
-            req.headers_mut()
-                .insert(RESUME_KEY_HEADER, HeaderValue::from_str(key).unwrap());
-        }
+        req.headers_mut().insert(
+            RESUME_KEY_HEADER,
+            HeaderValue::from_str(&test_key(id)).unwrap(),
+        );
     }
     if o.resume {
         req.headers_mut()
             .insert("X-Clearvox-Resume", HeaderValue::from_static("1"));
     }
     let connector = o.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-    let (ws, response) =
+    let (ws, _) =
         tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector).await?;
-    if let (Some(id), Some(key)) = (o.session, response.headers().get(RESUME_KEY_HEADER)) {
-        resume_keys().insert(id.to_string(), key.to_str().unwrap().to_string());
-    }
     Ok(ws)
 }
 
-/// The resume keys the receivers gave, by stream id.
-fn resume_keys() -> std::sync::MutexGuard<'static, std::collections::HashMap<String, String>> {
-    static KEYS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
-        std::sync::OnceLock::new();
-    KEYS.get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The resume key these tests' clients choose for the stream `id` (ids are unique across
+/// the tests), as a client keeps its own key from its first connection on.
+pub(super) fn test_key(id: &str) -> String {
+    format!("{id}-resume-key-of-these-tests-0123456789")
+}
+
+/// Plants the key file of a stream whose files a test wrote by hand, as the receiver
+/// writes it for [`test_key`].
+pub(super) fn plant_key(dir: &Path, id: &str) {
+    let digest = ring::digest::digest(&ring::digest::SHA256, test_key(id).as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(dir.join(format!("{id}.key")), format!("{hex}\n")).unwrap();
 }
 
 impl Client {

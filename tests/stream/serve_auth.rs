@@ -420,6 +420,38 @@ async fn a_key_the_client_chose_survives_a_lost_first_answer() {
     assert_eq!(next_json(&mut b).await.unwrap()["received"], 1_600);
     b.close(None).await.unwrap();
 
+    // While a stream's creator has sent nothing yet (no file holds its key), another
+    // client naming it with another key is refused, and the creator goes on.
+    let creator = "c".repeat(64);
+    let with4 = |key: &str| {
+        vec![
+            ("X-Clearvox-Session".to_string(), "own-4".to_string()),
+            ("X-Clearvox-Resume".to_string(), "1".to_string()),
+            (RESUME_KEY_HEADER.to_string(), key.to_string()),
+        ]
+    };
+    let (mut first, _) = handshake(server.addr, &refs(&with4(&creator)))
+        .await
+        .expect("served");
+    assert_eq!(next_json(&mut first).await.unwrap()["received"], 0);
+    let (mut other, _) = handshake(server.addr, &refs(&with4(&"d".repeat(64))))
+        .await
+        .expect("no key file yet: the handshake passes");
+    assert_eq!(
+        next_json(&mut other).await,
+        None,
+        "but the stream refuses the other key"
+    );
+    first
+        .send(Message::text(
+            json!({"type": "clearvox.resume_from", "sample": 0}).to_string(),
+        ))
+        .await
+        .unwrap();
+    audio_acked(&mut first, 800, 800).await;
+    first.close(None).await.unwrap();
+    assert!(out.join("own-4.key").exists());
+
     // A key too short to be a secret creates no stream.
     let short = vec![
         ("X-Clearvox-Session".to_string(), "own-3".to_string()),

@@ -7,8 +7,8 @@ use std::path::Path;
 use serde_json::json;
 
 use super::serve::{
-    client, disconnected, files, of_type, read_log, read_wav, signal, start, try_connect, Client,
-    Opts,
+    client, disconnected, files, of_type, plant_key, read_log, read_wav, signal, start,
+    try_connect, Client, Opts,
 };
 use crate::support::u64_field;
 
@@ -86,6 +86,7 @@ async fn a_log_written_before_the_schema_is_read_for_its_events_only() {
     ];
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&log, text).unwrap();
+    plant_key(dir.path(), "old");
 
     let server = start(dir.path());
     let (mut c, received) = Client::resume(server.addr, "old").await;
@@ -226,7 +227,7 @@ async fn ids_differing_in_case_only_are_refused() {
     c.close().await;
     disconnected(&log, 2).await;
     server.shutdown().await;
-    assert_eq!(names(dir.path()), ["abc.jsonl", "abc.wav"]);
+    assert_eq!(names(dir.path()), ["abc.jsonl", "abc.key", "abc.wav"]);
     assert_eq!(read_wav(&wav).1, sent);
 }
 

@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::serve::{disconnected, files, read_wav, signal, try_connect, Client, Opts, Ws, WAIT};
+use super::serve::{
+    disconnected, files, plant_key, read_wav, signal, try_connect, Client, Opts, Ws, WAIT,
+};
 use clearvox::stream::server::{Server, ServerConfig, SessionReport, MAX_CLIENT_LINES};
 
 /// A version line, as every log starts.
@@ -106,6 +108,7 @@ async fn events_beyond_the_cap_are_refused_and_audio_goes_on() {
         text.push_str("{\"type\":\"client\",\"t\":1,\"message\":{\"type\":\"x\"}}\n");
     }
     std::fs::write(&log, text).unwrap();
+    plant_key(dir.path(), "full");
     let (addr, _reports) = start_reporting(dir.path());
 
     let o = Opts {
@@ -234,6 +237,7 @@ async fn a_big_log_is_read_back_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (wav, log) = files(dir.path(), "big");
     write_big_log(&log, LOG_BYTES);
+    plant_key(dir.path(), "big");
     let server = ServeChild::spawn(dir.path());
     let before = server.peak_rss();
 
@@ -283,6 +287,7 @@ async fn another_streams_handshake_does_not_wait_for_a_log_being_read() {
     let dir = tempfile::tempdir().unwrap();
     let (_, log) = files(dir.path(), "slow");
     mkfifo(&log);
+    plant_key(dir.path(), "slow");
     let server = ServeChild::spawn(dir.path());
 
     // The writer of `slow`'s log: half of it, then the rest when told.

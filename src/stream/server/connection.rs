@@ -131,15 +131,16 @@ impl Connection {
         let named = handshake.session.is_some();
         let mut first = Some(conn);
         let claimed = match handshake.session {
-            Some(id) => Ok(id),
+            Some(id) => Ok((id, handshake.new_stream_key)),
             None => claim_unnamed(&gate.out, || {
                 first.take().unwrap_or_else(|| shared.next_connection())
-            }),
+            })
+            .map(|(id, key)| (id, Some(key))),
         };
         let kick = Arc::new(Notify::new());
         let attached = match claimed {
-            Ok(sid) => shared
-                .attach(&sid, named, conn, &kick)
+            Ok((sid, key)) => shared
+                .attach(&sid, named, key, conn, &kick)
                 .await
                 .map(|session| (sid, session)),
             Err(e) => Err(e),
@@ -147,9 +148,17 @@ impl Connection {
         let (sid, session) = match attached {
             Ok(attached) => attached,
             Err(e) => {
-                let reason = format!("cannot open the stream's files: {}", os_reason(&e));
+                // Another client's stream (1008), or files that cannot be opened (1011).
+                let (code, reason) = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    (CloseCode::Policy, e.to_string())
+                } else {
+                    (
+                        CloseCode::Error,
+                        format!("cannot open the stream's files: {}", os_reason(&e)),
+                    )
+                };
                 let frame = CloseFrame {
-                    code: CloseCode::Error,
+                    code,
                     reason: close_reason(&reason).into(),
                 };
                 let _ = tokio::time::timeout(SEND_TIMEOUT, ws.close(Some(frame))).await;

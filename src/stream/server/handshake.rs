@@ -81,6 +81,9 @@ pub(super) struct Handshake {
     /// The URL's `rate` query parameter, unchecked (a bad one is a protocol error, not a
     /// refusal).
     pub rate: Option<String>,
+    /// The digest of the key a new named stream is bound to (`None`: the stream's key
+    /// file was there and the client's key matched it).
+    pub new_stream_key: Option<Digest>,
 }
 
 impl Handshake {
@@ -145,12 +148,14 @@ impl Handshake {
                 return Err(bad_request("more than one X-Clearvox-Resume-Key header"));
             }
             match claim_named(&gate.out, id, presented) {
-                Ok(None) => {}
-                Ok(Some(key)) => {
-                    if let Ok(mut value) = HeaderValue::from_str(&key) {
-                        value.set_sensitive(true);
-                        response.headers_mut().insert(RESUME_KEY_HEADER, value);
+                Ok(claim) => {
+                    if let Some(key) = claim.answer {
+                        if let Ok(mut value) = HeaderValue::from_str(&key) {
+                            value.set_sensitive(true);
+                            response.headers_mut().insert(RESUME_KEY_HEADER, value);
+                        }
                     }
+                    self.new_stream_key = claim.new_stream;
                 }
                 Err(Refusal::Forbidden(reason)) => {
                     return Err(refusal(StatusCode::FORBIDDEN, &reason))

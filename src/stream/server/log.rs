@@ -117,7 +117,6 @@ impl LogFile {
     }
 
     /// Whether the file is open (so exists).
-    #[cfg(test)]
     pub(crate) fn is_open(&self) -> bool {
         self.file.is_some()
     }

@@ -2,9 +2,11 @@
 //! secret, sent in the `X-Clearvox-Resume-Key` request header from the first connection
 //! on, so that a client whose first answer was lost in transit still holds it. A client
 //! that sends none gets a random key from the receiver, once, in the answer's header.
-//! The receiver keeps only the key's SHA-256 digest (`OUT/<id>.key`, mode 600). A later
-//! connection that names the stream must present the key, or it is refused before it
-//! touches the stream.
+//! The receiver keeps only the key's SHA-256 digest: in memory from the handshake that
+//! creates the stream, and on disk (`OUT/<id>.key`, mode 600) from the moment the
+//! stream's own files are created, so a connection that sends nothing leaves no file. A
+//! later connection that names the stream must present the key, or it is refused before
+//! it touches the stream.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -38,7 +40,7 @@ pub(super) enum Refusal {
 }
 
 /// The stream's key file.
-fn key_path(dir: &Path, id: &str) -> PathBuf {
+pub(super) fn key_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.key"))
 }
 
@@ -67,15 +69,30 @@ fn parse_hex(text: &str) -> Option<Digest> {
     Some(out)
 }
 
-/// Creates the key file of a stream that has none, holding the digest of `key`; fails
-/// with `AlreadyExists` if another connection created it first.
-fn write_key(path: &Path, key: &str) -> io::Result<()> {
+/// Writes `digest` as the key file of a stream whose files are being created (mode 600).
+/// If the file is already there (the stream was created by a connection of the same
+/// owner a moment ago) it must hold the same digest; another one means another client
+/// made the stream first, refused as `PermissionDenied`.
+pub(super) fn write_key_digest(path: &Path, digest: &Digest) -> io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(format!("{}\n", hex(&sha256(key.as_bytes()))).as_bytes())
+    match options.open(path) {
+        Ok(mut file) => file.write_all(format!("{}\n", hex(digest)).as_bytes()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let stored = std::fs::read_to_string(path)?;
+            if parse_hex(&stored).is_some_and(|d| same_digest(&d, digest)) {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the stream was created by another client",
+                ))
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether the stream `id` has files of its own in `dir` (its log is written first).
@@ -83,15 +100,23 @@ fn stream_exists(dir: &Path, id: &str) -> bool {
     dir.join(format!("{id}.jsonl")).exists() || dir.join(format!("{id}.wav")).exists()
 }
 
-/// Takes the named stream `id` for a connection that presented `presented` (the
-/// `X-Clearvox-Resume-Key` header): a stream that exists needs its key; a new one is
-/// created with the presented key (at least [`MIN_CLIENT_KEY_LEN`] bytes), or with a
-/// fresh one, returned for the answer's header, if none was presented.
-pub(super) fn claim_named(
-    dir: &Path,
-    id: &str,
-    presented: Option<&str>,
-) -> Result<Option<String>, Refusal> {
+/// What a handshake that names a stream may do with it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Claim {
+    /// A key the receiver made for a client that presented none: for the answer's
+    /// header.
+    pub answer: Option<String>,
+    /// The digest of a new stream's key, to bind the stream to (in memory now, on disk
+    /// with its files); `None` when the stream's key file was there and matched.
+    pub new_stream: Option<Digest>,
+}
+
+/// Checks the named stream `id` for a connection that presented `presented` (the
+/// `X-Clearvox-Resume-Key` header): a stream that has a key file needs its key; a stream
+/// with files but no key file is nobody's; a new one is claimed with the presented key
+/// (at least [`MIN_CLIENT_KEY_LEN`] bytes), or with a fresh one, returned for the
+/// answer's header, if none was presented. Writes nothing.
+pub(super) fn claim_named(dir: &Path, id: &str, presented: Option<&str>) -> Result<Claim, Refusal> {
     let path = key_path(dir, id);
     match std::fs::read_to_string(&path) {
         Ok(stored) => {
@@ -103,7 +128,10 @@ pub(super) fn claim_named(
             let matches = key.len() <= MAX_KEY_LEN
                 && parse_hex(&stored).is_some_and(|d| same_digest(&d, &sha256(key.as_bytes())));
             if matches {
-                Ok(None)
+                Ok(Claim {
+                    answer: None,
+                    new_stream: None,
+                })
             } else {
                 Err(Refusal::Forbidden(format!(
                     "stream {id}: wrong X-Clearvox-Resume-Key"
@@ -116,30 +144,26 @@ pub(super) fn claim_named(
                     "stream {id} has no resume key (it was written without one): it cannot be resumed"
                 )));
             }
-            let (key, answer) = match presented {
+            match presented {
                 Some(key) if key.len() < MIN_CLIENT_KEY_LEN || key.len() > MAX_KEY_LEN => {
-                    return Err(Refusal::Forbidden(format!(
+                    Err(Refusal::Forbidden(format!(
                         "stream {id}: an X-Clearvox-Resume-Key must be {MIN_CLIENT_KEY_LEN} to \
                          {MAX_KEY_LEN} bytes"
                     )))
                 }
-                Some(key) => (key.to_string(), None),
+                Some(key) => Ok(Claim {
+                    answer: None,
+                    new_stream: Some(sha256(key.as_bytes())),
+                }),
                 None => {
                     let key = new_key().ok_or_else(|| {
                         Refusal::Failed("no system randomness for a resume key".into())
                     })?;
-                    (key.clone(), Some(key))
+                    Ok(Claim {
+                        new_stream: Some(sha256(key.as_bytes())),
+                        answer: Some(key),
+                    })
                 }
-            };
-            match write_key(&path, &key) {
-                Ok(()) => Ok(answer),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Refusal::Forbidden(
-                    format!("stream {id} is being created by another connection"),
-                )),
-                Err(e) => Err(Refusal::Failed(format!(
-                    "cannot write the key file of stream {id}: {}",
-                    os_reason(&e)
-                ))),
             }
         }
         Err(e) => Err(Refusal::Failed(format!(
@@ -150,34 +174,44 @@ pub(super) fn claim_named(
 }
 
 /// A fresh id for an unnamed connection, `conn-<unix_ms>-<n>` with `n` from `number`,
-/// claimed with a key nobody is given, so that no client can name it (nor have named it
-/// before it was made).
-pub(super) fn claim_unnamed(dir: &Path, mut number: impl FnMut() -> u64) -> io::Result<String> {
-    let mut last = io::Error::other("no id");
+/// and the digest of a key nobody is given, so that no client can name the stream
+/// (nor have named it before it was made). Writes nothing.
+pub(super) fn claim_unnamed(
+    dir: &Path,
+    mut number: impl FnMut() -> u64,
+) -> io::Result<(String, Digest)> {
     for _ in 0..UNNAMED_TRIES {
         let id = format!("conn-{}-{}", unix_ms(), number());
-        if stream_exists(dir, &id) {
+        if stream_exists(dir, &id) || key_path(dir, &id).exists() {
             continue;
         }
         let key = new_key().ok_or_else(|| io::Error::other("no system randomness"))?;
-        match write_key(&key_path(dir, &id), &key) {
-            Ok(()) => return Ok(id),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
-            Err(e) => return Err(e),
-        }
+        return Ok((id, sha256(key.as_bytes())));
     }
-    Err(last)
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free id for an unnamed stream",
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Binds `id` as a session would when its files are created.
+    fn create(dir: &Path, id: &str, claim: &Claim) {
+        write_key_digest(&key_path(dir, id), claim.new_stream.as_ref().unwrap()).unwrap();
+        std::fs::write(dir.join(format!("{id}.jsonl")), "").unwrap();
+    }
+
     #[test]
     fn a_stream_is_resumed_only_with_its_key() {
         let dir = tempfile::tempdir().unwrap();
-        let key = claim_named(dir.path(), "s1", None).unwrap().unwrap();
+        let claim = claim_named(dir.path(), "s1", None).unwrap();
+        let key = claim.answer.clone().unwrap();
         assert_eq!(key.len(), 64);
+        assert!(!key_path(dir.path(), "s1").exists(), "nothing written yet");
+        create(dir.path(), "s1", &claim);
         let stored = std::fs::read_to_string(dir.path().join("s1.key")).unwrap();
         assert!(!stored.contains(&key), "only the digest is kept");
         #[cfg(unix)]
@@ -189,7 +223,13 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert_eq!(claim_named(dir.path(), "s1", Some(&key)), Ok(None));
+        assert_eq!(
+            claim_named(dir.path(), "s1", Some(&key)),
+            Ok(Claim {
+                answer: None,
+                new_stream: None
+            })
+        );
         assert!(matches!(
             claim_named(dir.path(), "s1", None),
             Err(Refusal::Forbidden(_))
@@ -199,6 +239,9 @@ mod tests {
             claim_named(dir.path(), "s1", Some(&wrong)),
             Err(Refusal::Forbidden(_))
         ));
+        // Another digest cannot be written over it.
+        let err = write_key_digest(&key_path(dir.path(), "s1"), &sha256(b"other")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
         // A stream written without a key is nobody's to resume.
         std::fs::write(dir.path().join("old.jsonl"), "").unwrap();
         assert!(matches!(
@@ -212,40 +255,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mine = "a-secret-the-client-made-up-of-40-bytes!";
         // Created with the client's key: the answer carries none (nothing to lose).
-        assert_eq!(claim_named(dir.path(), "s2", Some(mine)), Ok(None));
+        let claim = claim_named(dir.path(), "s2", Some(mine)).unwrap();
+        assert_eq!(claim.answer, None);
+        assert_eq!(claim.new_stream, Some(sha256(mine.as_bytes())));
+        create(dir.path(), "s2", &claim);
         let stored = std::fs::read_to_string(dir.path().join("s2.key")).unwrap();
         assert!(!stored.contains(mine), "only the digest is kept");
         // The reconnect presents the same key, whatever became of the first answer.
-        assert_eq!(claim_named(dir.path(), "s2", Some(mine)), Ok(None));
+        assert!(claim_named(dir.path(), "s2", Some(mine)).is_ok());
         assert!(matches!(
             claim_named(dir.path(), "s2", Some(&"x".repeat(40))),
             Err(Refusal::Forbidden(_))
         ));
-        // A key too short to be a secret creates nothing.
+        // A key too short to be a secret claims nothing.
         assert!(matches!(
             claim_named(dir.path(), "s3", Some("short")),
             Err(Refusal::Forbidden(_))
         ));
-        assert!(!dir.path().join("s3.key").exists());
     }
 
     #[test]
-    fn unnamed_ids_skip_what_a_client_took() {
+    fn unnamed_ids_skip_what_is_taken() {
         let dir = tempfile::tempdir().unwrap();
+        let taken = format!("conn-{}-1", unix_ms());
+        std::fs::write(dir.path().join(format!("{taken}.jsonl")), "").unwrap();
         let mut n = 0;
-        let first = claim_unnamed(dir.path(), || {
+        let (id, _) = claim_unnamed(dir.path(), || {
             n += 1;
             n
         })
         .unwrap();
-        assert!(
-            first.starts_with("conn-") && first.ends_with("-1"),
-            "{first}"
-        );
-        // No client can take it over by naming it.
-        assert!(matches!(
-            claim_named(dir.path(), &first, None),
-            Err(Refusal::Forbidden(_))
-        ));
+        assert!(id.starts_with("conn-") && id != taken, "{id}");
     }
 }

@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
 
+use super::auth::{same_digest, Digest};
 use super::log::{for_each_line, Event, LogFile, MAX_LINE_BYTES};
+use super::owner::{key_path, write_key_digest};
 use super::replay::{convert_file, is_current, Replay};
 use super::wav::{samples_on_disk, WavAppender};
 use crate::stream::protocol::Protocol;
@@ -59,6 +61,9 @@ pub(crate) struct Session {
     /// Set when the stream is not (or no longer) in the server's table, and until it
     /// is loaded: whoever holds it must look again.
     pub detached: bool,
+    /// The digest of a new stream's resume key: the stream is bound to it from its
+    /// creator's handshake, and it is written to the key file with the stream's files.
+    key: Option<Digest>,
 }
 
 impl Session {
@@ -84,6 +89,7 @@ impl Session {
             owner: 0,
             owner_kick: None,
             detached: true,
+            key: None,
         }
     }
 
@@ -157,9 +163,41 @@ impl Session {
         self.log.is_open()
     }
 
+    /// Binds a stream to the key of the handshake that attaches to it: `Some` for a
+    /// stream that had no key file at that handshake (a new one), `None` for a client
+    /// whose key matched the key file. A new stream takes the first key it is given; a
+    /// connection with another key is refused (`PermissionDenied`) before it touches the
+    /// stream, so no client can take over a stream another one is creating.
+    pub fn bind_key(&mut self, key: Option<Digest>) -> io::Result<()> {
+        let Some(key) = key else { return Ok(()) };
+        match &self.key {
+            None if !self.log.is_open() => {
+                self.key = Some(key);
+                Ok(())
+            }
+            Some(bound) if same_digest(bound, &key) => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("stream {} belongs to another client", self.id),
+            )),
+        }
+    }
+
     /// Creates the stream's log, if it is not there yet: its first message arrived.
+    /// A new stream's key file is written first, so that its files never exist without
+    /// their owner's key.
     pub fn touch(&mut self) -> io::Result<()> {
+        if !self.log.is_open() {
+            if let Some(key) = &self.key {
+                write_key_digest(&key_path(self.log_dir(), &self.id), key)?;
+            }
+        }
         self.log.create()
+    }
+
+    /// The folder of the stream's files.
+    fn log_dir(&self) -> &Path {
+        self.wav_path.parent().unwrap_or(Path::new("."))
     }
 
     /// Why the stream takes no more text messages, if its log is full.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Mutex as AsyncMutex, Notify};
 
+use super::auth::Digest;
 use super::session::Session;
 use super::SessionReport;
 
@@ -94,7 +95,9 @@ impl Shared {
     }
 
     /// Takes the stream `id` for connection `conn` (from memory, else from disk), and
-    /// wakes the connection that had it, if any.
+    /// wakes the connection that had it, if any. `key`: the digest of a new stream's key
+    /// (see [`Session::bind_key`]); a connection whose key the stream refuses neither
+    /// takes it nor wakes anyone.
     ///
     /// A stream read from disk is read by a blocking task, its entry in the table
     /// locked meanwhile: other connections of the same stream wait for it, those of
@@ -104,6 +107,7 @@ impl Shared {
         &self,
         id: &str,
         named: bool,
+        key: Option<Digest>,
         conn: u64,
         kick: &Arc<Notify>,
     ) -> io::Result<Arc<AsyncMutex<Session>>> {
@@ -159,6 +163,7 @@ impl Shared {
             if s.id != id {
                 return Err(twin(&s.id));
             }
+            s.bind_key(key)?;
             if let Some(old) = s.owner_kick.replace(kick.clone()) {
                 old.notify_one();
             }
