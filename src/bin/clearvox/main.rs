@@ -190,8 +190,8 @@ Each stream is written to OUT/<id>.wav (PCM16 mono, valid at every moment) and
 OUT/<id>.jsonl (its events, connections, gaps and protocol errors; never audio nor
 header values). The id is the X-Clearvox-Session header, else conn-<unix_ms>-<n>.
 A stream named again (after a disconnect or a restart) is resumed from its files, by
-the client that created it only: it was given a resume key (X-Clearvox-Resume-Key),
-and the receiver keeps its SHA-256 in OUT/<id>.key.
+the client that created it only: it sent its own resume key (X-Clearvox-Resume-Key) or
+was given one, and the receiver keeps its SHA-256 in OUT/<id>.key (all files mode 600).
 With --token-env VAR, every client must send the token of $VAR as
 Authorization: Bearer (HTTP 401 otherwise); it is required off loopback.
 Runs until Ctrl-C; one line per ended connection is printed to stderr.")]
