@@ -527,7 +527,11 @@ mod tests {
     #[test]
     fn an_unknown_name_is_quoted_on_one_line() {
         // From the C ABI, a TOML or JSON string: any bytes, line breaks included.
-        for text in ["7 \n\u{4}", "{\"preset\": \"a\\nb\"}", "denoiser = \"x\\r\\ny\""] {
+        for text in [
+            "7 \n\u{4}",
+            "{\"preset\": \"a\\nb\"}",
+            "denoiser = \"x\\r\\ny\"",
+        ] {
             let e = if text.starts_with('{') {
                 Config::from_json_str(text)
             } else if text.contains('=') {
