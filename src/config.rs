@@ -157,7 +157,8 @@ impl FromStr for Preset {
             .find(|p| p.name() == s)
             .ok_or_else(|| {
                 Error::Config(format!(
-                    "unknown preset '{s}': choose one of {}",
+                    "unknown preset '{}': choose one of {}",
+                    controls_escaped(s),
                     Preset::ALL.map(Preset::name).join(", ")
                 ))
             })
@@ -268,7 +269,8 @@ impl FromStr for Denoiser {
             .find(|d| d.name() == s)
             .ok_or_else(|| {
                 Error::Config(format!(
-                    "unknown denoiser '{s}': choose one of {}",
+                    "unknown denoiser '{}': choose one of {}",
+                    controls_escaped(s),
                     Denoiser::ALL.map(Denoiser::name).join(", ")
                 ))
             })
@@ -418,8 +420,8 @@ impl Config {
         let mut merged =
             serde_json::to_value(preset.config()).map_err(|e| Error::Config(e.to_string()))?;
         merge(&mut merged, serde_json::Value::Object(map));
-        let config: Config =
-            serde_json::from_value(merged).map_err(|e| Error::Config(e.to_string()))?;
+        let config: Config = serde_json::from_value(merged)
+            .map_err(|e| Error::Config(controls_escaped(&e.to_string())))?;
         config.validate()?;
         Ok(config)
     }
@@ -477,6 +479,20 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
     }
 }
 
+/// `s` with its control characters (line breaks among them) escaped as in Rust source,
+/// so that a message quoting a name it was given stays one printable line.
+fn controls_escaped(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `s` with every run of whitespace, line breaks included, as one space.
 pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -506,6 +522,29 @@ mod tests {
         assert_eq!(c.strength, 0.5);
         assert_eq!(c.gate.max_attenuation_db, 6.0);
         assert_eq!(c.gate.fft_size, Preset::MaxQuality.config().gate.fft_size);
+    }
+
+    #[test]
+    fn an_unknown_name_is_quoted_on_one_line() {
+        // From the C ABI, a TOML or JSON string: any bytes, line breaks included.
+        for text in [
+            "7 \n\u{4}",
+            "{\"preset\": \"a\\nb\"}",
+            "denoiser = \"x\\r\\ny\"",
+        ] {
+            let e = if text.starts_with('{') {
+                Config::from_json_str(text)
+            } else if text.contains('=') {
+                Config::from_toml_str(text)
+            } else {
+                text.parse::<Preset>().map(Preset::config)
+            }
+            .unwrap_err()
+            .to_string();
+            assert!(!e.contains(['\n', '\r', '\u{4}']), "{e:?}");
+        }
+        let e = "a\nb".parse::<Preset>().unwrap_err().to_string();
+        assert!(e.contains(r"unknown preset 'a\nb'"), "{e}");
     }
 
     #[test]

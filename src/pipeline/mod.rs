@@ -302,6 +302,7 @@ impl Pipeline {
         let mut mono = vec![0.0; noise.len() / channels];
         downmix.process(noise, &mut mono);
         sanitize(&mut mono);
+        bound(&mut mono);
         let mut front = StreamResampler::new(rate, SAMPLE_RATE, self.config.resampler)?;
         let mut at_48k =
             Vec::with_capacity(rescale(mono.len() as u64, rate, SAMPLE_RATE) as usize + 1);
@@ -436,6 +437,7 @@ impl Pipeline {
             let frames = chunk.len() / channels;
             self.downmix.process(chunk, &mut self.mono);
             self.non_finite += sanitize(&mut self.mono[..frames]) as u64;
+            bound(&mut self.mono[..frames]);
             self.input_frames += frames as u64;
             let mut produced = 0u64;
             self.feed_mono(frames, &mut |x: &[f32]| {
@@ -482,6 +484,19 @@ impl Pipeline {
             },
             sink,
         )
+    }
+}
+
+/// Largest input magnitude the stages get (60 dB over full scale); beyond it, finite
+/// samples are clipped.
+const MAX_INPUT: f32 = 1_000.0;
+
+/// Clips samples to ±[`MAX_INPUT`]: far larger finite input (a float file or a C
+/// caller's buffer of garbage) overflows RNNoise's spectra to infinities, whose inverse
+/// FFT then fails where the FFT library assumes it cannot.
+fn bound(samples: &mut [f32]) {
+    for s in samples {
+        *s = s.clamp(-MAX_INPUT, MAX_INPUT);
     }
 }
 

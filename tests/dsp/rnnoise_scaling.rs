@@ -65,3 +65,25 @@ fn unscaled_input_is_the_pitfall_this_guards_against() {
     let removed = power_db(&x[tail.start - FRAME_LEN..tail.end - FRAME_LEN]) - power_db(&y[tail]);
     assert!(removed < 3.0, "unscaled input lost {removed:.1} dB");
 }
+
+/// Finite samples far outside ±1.0 (a float file or a C caller's buffer of garbage)
+/// once overflowed RNNoise's spectra to infinities, so that its inverse FFT failed
+/// where the FFT library assumes it cannot (undefined behaviour; a panic with debug
+/// assertions). The pipeline bounds its input first.
+#[test]
+fn huge_finite_input_keeps_rnnoise_finite() {
+    for rate in [48_000, 44_100] {
+        let mut p = clearvox::Pipeline::new(&Config::default(), rate, 1).unwrap();
+        let x: Vec<f32> = (0..rate as usize / 10)
+            .map(|n| 1.7e22 * (n as f32 * 0.01).sin())
+            .collect();
+        let mut y = Vec::new();
+        p.process(&x, &mut y).unwrap();
+        p.flush(&mut y).unwrap();
+        assert!(!y.is_empty());
+        assert!(
+            y.iter().all(|v| v.is_finite()),
+            "a non-finite output at {rate} Hz"
+        );
+    }
+}
