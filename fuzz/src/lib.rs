@@ -11,13 +11,24 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use clearvox::io::{read_wav, WavError, WavSpec};
-use clearvox::stream::server::{Server, ServerConfig, SessionReport};
+use clearvox::stream::server::{Server, ServerConfig, SessionReport, RESUME_KEY_HEADER};
 use futures_util::{SinkExt, StreamExt};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
+
+/// The resume key the targets' clients own their streams with.
+pub const RESUME_KEY: &str = "the-fuzz-targets-resume-key-0123456789abcdef";
+
+/// Makes the stream `id` in `out`, whose files a target wrote by hand, its clients': the
+/// key file the receiver would have written for [`RESUME_KEY`].
+pub fn plant_key(out: &Path, id: &str) {
+    let digest = ring::digest::digest(&ring::digest::SHA256, RESUME_KEY.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(out.join(format!("{id}.key")), format!("{hex}\n")).expect("the key file");
+}
 
 /// Longest one connection may take from connect to the receiver's report: far more than
 /// a script of a few messages needs, so that only a hang trips it.
@@ -70,6 +81,8 @@ pub fn receiver() -> &'static Receiver {
             listen: "127.0.0.1:0".parse().expect("a socket address"),
             out: out.clone(),
             tls: None,
+            token: None,
+            limits: Default::default(),
         })
         .expect("a receiver on loopback")
         .on_connection_end(move |report| {
@@ -137,6 +150,10 @@ impl Receiver {
                 "x-clearvox-session",
                 HeaderValue::from_str(id).expect("a valid id"),
             );
+            // The owner's key, on every connection (see `plant_key`).
+            request
+                .headers_mut()
+                .insert(RESUME_KEY_HEADER, HeaderValue::from_static(RESUME_KEY));
         }
         if c.resume {
             request
