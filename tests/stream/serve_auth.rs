@@ -389,13 +389,7 @@ async fn a_key_the_client_chose_survives_a_lost_first_answer() {
     let out = dir.path().to_path_buf();
     let server = serve(&out, &[], &[]);
     let mine = "c0ffee".repeat(8) + "0123456789abcdef";
-    let with = |key: &str| {
-        vec![
-            ("X-Clearvox-Session".to_string(), "own-2".to_string()),
-            ("X-Clearvox-Resume".to_string(), "1".to_string()),
-            (RESUME_KEY_HEADER.to_string(), key.to_string()),
-        ]
-    };
+    let with = |key: &str| keyed("own-2", key);
     let (mut a, answer) = handshake(server.addr, &refs(&with(&mine)))
         .await
         .expect("a new stream is created with the client's key");
@@ -423,13 +417,7 @@ async fn a_key_the_client_chose_survives_a_lost_first_answer() {
     // While a stream's creator has sent nothing yet (no file holds its key), another
     // client naming it with another key is refused, and the creator goes on.
     let creator = "c".repeat(64);
-    let with4 = |key: &str| {
-        vec![
-            ("X-Clearvox-Session".to_string(), "own-4".to_string()),
-            ("X-Clearvox-Resume".to_string(), "1".to_string()),
-            (RESUME_KEY_HEADER.to_string(), key.to_string()),
-        ]
-    };
+    let with4 = |key: &str| keyed("own-4", key);
     let (mut first, _) = handshake(server.addr, &refs(&with4(&creator)))
         .await
         .expect("served");
@@ -453,17 +441,23 @@ async fn a_key_the_client_chose_survives_a_lost_first_answer() {
     assert!(out.join("own-4.key").exists());
 
     // A key too short to be a secret creates no stream.
-    let short = vec![
-        ("X-Clearvox-Session".to_string(), "own-3".to_string()),
-        ("X-Clearvox-Resume".to_string(), "1".to_string()),
-        (RESUME_KEY_HEADER.to_string(), "1234".to_string()),
-    ];
+    let short = keyed("own-3", "1234");
     let (status, body) = handshake(server.addr, &refs(&short))
         .await
         .expect_err("a short key is refused");
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("32 to 256 bytes"), "{body}");
     assert!(!out.join("own-3.key").exists());
+}
+
+/// The headers of a client that names the stream `id`, asks to resume it, and presents
+/// `key` as its resume key.
+fn keyed(id: &str, key: &str) -> Vec<(String, String)> {
+    vec![
+        ("X-Clearvox-Session".to_string(), id.to_string()),
+        ("X-Clearvox-Resume".to_string(), "1".to_string()),
+        (RESUME_KEY_HEADER.to_string(), key.to_string()),
+    ]
 }
 
 /// `headers` as the pairs [`handshake`] takes.
