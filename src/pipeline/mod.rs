@@ -301,8 +301,7 @@ impl Pipeline {
         }
         let mut mono = vec![0.0; noise.len() / channels];
         downmix.process(noise, &mut mono);
-        sanitize(&mut mono);
-        bound(&mut mono);
+        sanitize_bounded(&mut mono);
         let mut front = StreamResampler::new(rate, SAMPLE_RATE, self.config.resampler)?;
         let mut at_48k =
             Vec::with_capacity(rescale(mono.len() as u64, rate, SAMPLE_RATE) as usize + 1);
@@ -436,8 +435,7 @@ impl Pipeline {
         for chunk in input.chunks(MONO_CHUNK * channels) {
             let frames = chunk.len() / channels;
             self.downmix.process(chunk, &mut self.mono);
-            self.non_finite += sanitize(&mut self.mono[..frames]) as u64;
-            bound(&mut self.mono[..frames]);
+            self.non_finite += sanitize_bounded(&mut self.mono[..frames]) as u64;
             self.input_frames += frames as u64;
             let mut produced = 0u64;
             self.feed_mono(frames, &mut |x: &[f32]| {
@@ -491,13 +489,25 @@ impl Pipeline {
 /// samples are clipped.
 const MAX_INPUT: f32 = 1_000.0;
 
-/// Clips samples to ±[`MAX_INPUT`]: far larger finite input (a float file or a C
-/// caller's buffer of garbage) overflows RNNoise's spectra to infinities, whose inverse
-/// FFT then fails where the FFT library assumes it cannot.
-fn bound(samples: &mut [f32]) {
+/// [`sanitize`] (NaN to 0, ±∞ to ±1, counted) and a clip of finite samples to
+/// ±[`MAX_INPUT`], in one pass that costs an ordinary sample one comparison: far larger
+/// finite input (a float file or a C caller's buffer of garbage) overflows RNNoise's
+/// spectra to infinities, whose inverse FFT then fails where the FFT library assumes it
+/// cannot. Returns how many samples were not finite.
+fn sanitize_bounded(samples: &mut [f32]) -> usize {
+    let mut non_finite = 0;
     for s in samples {
-        *s = s.clamp(-MAX_INPUT, MAX_INPUT);
+        // The ordinary sample: one comparison (false for NaN too).
+        if s.abs() <= MAX_INPUT {
+            continue;
+        }
+        if s.is_finite() {
+            *s = s.clamp(-MAX_INPUT, MAX_INPUT);
+        } else {
+            non_finite += sanitize(std::slice::from_mut(s));
+        }
     }
+    non_finite
 }
 
 /// `n` samples at rate `from` expressed at rate `to`, rounded to nearest.
