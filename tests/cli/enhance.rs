@@ -341,14 +341,7 @@ fn stdin_takes_a_streamed_wav_and_stdout_gives_a_wav() {
     assert!(run.stdout == streamed(&from_file));
     let mut reader = clearvox::io::WavReader::new(&run.stdout[..]).unwrap();
     assert_eq!(reader.spec().sample_rate, 16_000);
-    let mut samples = vec![0.0; 4096];
-    let mut frames = 0;
-    loop {
-        match reader.read_frames(&mut samples).unwrap() {
-            0 => break,
-            n => frames += n,
-        }
-    }
+    let frames = crate::frames_to_end(&mut reader);
     assert_eq!(frames, read_wav(&testdata(S16_16K)).frames());
     assert!(reader.warnings().is_empty(), "{:?}", reader.warnings());
 

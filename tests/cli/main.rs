@@ -13,3 +13,15 @@ mod metrics;
 /// Outputs and the report under misuse: no input or output replaced, no link followed,
 /// permissions kept, `-o -` streamed.
 mod output_files;
+
+/// Reads `reader` to its end (a streamed WAV has no length up front) and counts frames.
+fn frames_to_end<R: std::io::Read>(reader: &mut clearvox::io::WavReader<R>) -> usize {
+    let mut samples = vec![0.0; 4096];
+    let mut frames = 0;
+    loop {
+        match reader.read_frames(&mut samples).unwrap() {
+            0 => return frames,
+            n => frames += n,
+        }
+    }
+}

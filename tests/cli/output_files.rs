@@ -43,14 +43,21 @@ fn accepted(dir: &Path, args: &[&str]) {
     assert!(run.status.success(), "{args:?}: {}", stderr_of(&run));
 }
 
-#[test]
-fn the_report_never_replaces_an_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// An input `in.wav` (whose bytes it returns), a hard link of it `linked.wav`, and a
+/// configuration file `settings.toml`, in `d`.
+fn inputs(d: &Path) -> Vec<u8> {
     let original = fs::read(testdata(S16_16K)).unwrap();
     fs::write(d.join("in.wav"), &original).unwrap();
     fs::hard_link(d.join("in.wav"), d.join("linked.wav")).unwrap();
     fs::write(d.join("settings.toml"), "strength = 0.5\n").unwrap();
+    original
+}
+
+#[test]
+fn the_report_never_replaces_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let original = inputs(d);
     fs::create_dir(d.join("sub")).unwrap();
     for report in ["in.wav", "./in.wav", "sub/../in.wav", "linked.wav"] {
         refused(
@@ -95,10 +102,7 @@ fn the_report_never_replaces_an_input() {
 fn the_output_never_replaces_an_input_either() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let original = fs::read(testdata(S16_16K)).unwrap();
-    fs::write(d.join("in.wav"), &original).unwrap();
-    fs::hard_link(d.join("in.wav"), d.join("linked.wav")).unwrap();
-    fs::write(d.join("settings.toml"), "strength = 0.5\n").unwrap();
+    let original = inputs(d);
     refused(
         d,
         &["in.wav", "-o", "linked.wav"],
@@ -418,14 +422,7 @@ fn stdout_carries_exact_sizes_for_a_file_and_until_the_end_for_a_pipe() {
     assert_eq!(out[44..], from_file[44..]);
     let mut reader = clearvox::io::WavReader::new(&out[..]).unwrap();
     assert_eq!(reader.len_frames(), None);
-    let mut samples = vec![0.0; 4096];
-    let mut frames = 0;
-    loop {
-        match reader.read_frames(&mut samples).unwrap() {
-            0 => break,
-            n => frames += n,
-        }
-    }
+    let frames = crate::frames_to_end(&mut reader);
     assert_eq!(frames, 12_345);
     assert!(reader.warnings().is_empty(), "{:?}", reader.warnings());
 
