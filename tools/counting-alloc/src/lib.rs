@@ -386,8 +386,10 @@ mod tests {
             kept.reserve_exact(1 << 20);
             kept
         });
+        // Other test threads (the harness's own) allocate and free a few bytes while
+        // this runs: every figure is checked within a slack, in both directions.
         let slack = 64 * 1024;
-        assert!(used.peak >= 4 << 20, "{used:?}");
+        assert!(used.peak + slack >= 4 << 20, "{used:?}");
         assert!(used.peak < (4 << 20) + (1 << 20) + slack, "{used:?}");
         assert!(
             (used.held - (1 << 20)).unsigned_abs() < slack,
@@ -397,7 +399,7 @@ mod tests {
         drop(kept);
         let ((), freed) = heap_use(|| drop(std::hint::black_box(vec![0u8; 1 << 20])));
         assert!(freed.held.unsigned_abs() < slack, "{freed:?}");
-        assert!(freed.peak >= 1 << 20, "{freed:?}");
+        assert!(freed.peak + slack >= 1 << 20, "{freed:?}");
     }
 
     #[test]
