@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::dsp::agc::AgcConfig;
 use crate::dsp::convert::ChannelMode;
 use crate::dsp::deepfilter::DeepFilterConfig;
+pub use crate::dsp::echo::EchoConfig;
 use crate::dsp::resample::ResamplerKind;
 use crate::dsp::spectral_gate::{GateConfig, GateMode};
 use crate::dsp::vad::VadConfig;
@@ -337,6 +338,8 @@ pub struct Config {
     pub channel: ChannelMode,
     /// Resampler used at the input and output when rates differ from 48 kHz.
     pub resampler: ResamplerKind,
+    /// Echo canceller, first in the chain (off unless a render signal is given).
+    pub echo: EchoConfig,
     /// High-pass stage.
     pub highpass: HighpassConfig,
     /// The neural denoiser.
@@ -371,6 +374,7 @@ impl Config {
             preset: Preset::VoiceChat,
             channel: ChannelMode::Downmix,
             resampler: ResamplerKind::Sinc,
+            echo: EchoConfig::default(),
             highpass: HighpassConfig::default(),
             denoiser: Denoiser::Rnnoise,
             deepfilter: DeepFilterConfig::default(),
@@ -452,6 +456,7 @@ impl Config {
         if self.highpass.enabled {
             crate::dsp::highpass::Highpass::new(self.highpass.cutoff_hz, self.highpass.q)?;
         }
+        self.echo.validate()?;
         self.deepfilter.validate()?;
         if self.denoiser == Denoiser::DeepFilter && !cfg!(feature = "deepfilter") {
             return Err(Error::deepfilter_not_built());

@@ -13,6 +13,7 @@ pub mod agc;
 pub mod convert;
 pub mod deepfilter;
 pub mod delay;
+pub mod echo;
 pub mod highpass;
 pub mod resample;
 pub mod rnnoise;

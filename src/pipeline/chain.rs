@@ -9,10 +9,12 @@
 use std::collections::VecDeque;
 
 use super::mix::OutputMix;
+use super::render::RenderQueue;
 use super::{rescale, EVENT_CAPACITY};
 use crate::config::{Config, Denoiser};
 use crate::dsp::agc::Agc;
 use crate::dsp::delay::DelayLine;
+use crate::dsp::echo::EchoCanceller;
 use crate::dsp::highpass::Highpass;
 use crate::dsp::resample::StreamResampler;
 use crate::dsp::rnnoise::Rnnoise;
@@ -27,6 +29,10 @@ use crate::error::Result;
 pub(super) struct Chain {
     assembler: Frame,
     fill: usize,
+    /// The echo canceller, first, and the render samples it has not used yet.
+    echo: Option<EchoCanceller>,
+    render: RenderQueue,
+    render_frame: Frame,
     highpass: Option<Highpass>,
     /// The neural denoiser (RNNoise or DeepFilterNet), which also estimates the voice
     /// probability.
@@ -49,6 +55,11 @@ impl Chain {
         } else {
             None
         };
+        let echo = if config.echo.enabled {
+            Some(EchoCanceller::new(&config.echo)?)
+        } else {
+            None
+        };
         let denoiser = build_denoiser(config)?;
         let gate = if config.gate.mode != GateMode::Off {
             Some(SpectralGate::new(&config.gate)?)
@@ -60,16 +71,26 @@ impl Chain {
         } else {
             None
         };
+        let echo_latency = echo.as_ref().map_or(0, |e| e.latency());
         let denoiser_latency = denoiser.as_ref().map_or(0, |r| r.latency());
         let gate_latency = gate.as_ref().map_or(0, |g| g.latency());
         Ok(Self {
             assembler: [0.0; FRAME_LEN],
             fill: 0,
+            // Two seconds of render can wait for its capture; an empty queue when the
+            // canceller is off.
+            render: RenderQueue::new(if echo.is_some() {
+                2 * SAMPLE_RATE as usize
+            } else {
+                1
+            }),
+            render_frame: [0.0; FRAME_LEN],
+            echo,
             energy_vad: denoiser.is_none().then(EnergyVoiceDetector::new),
             vad: VadStateMachine::new(&config.vad)?,
             guide_delay: DelayLine::new(if gate.is_some() { denoiser_latency } else { 0 }),
             guide: [0.0; FRAME_LEN],
-            dry_delay: DelayLine::new(denoiser_latency + gate_latency),
+            dry_delay: DelayLine::new(echo_latency + denoiser_latency + gate_latency),
             dry: [0.0; FRAME_LEN],
             frames: 0,
             highpass,
@@ -104,9 +125,27 @@ impl Chain {
         self.gate.as_ref().map_or(0, |g| g.latency())
     }
 
+    /// The echo canceller, when the configuration has one.
+    pub(super) fn echo(&self) -> Option<&EchoCanceller> {
+        self.echo.as_ref()
+    }
+
+    /// The render samples waiting for their capture.
+    pub(super) fn render_queue(&mut self) -> &mut RenderQueue {
+        &mut self.render
+    }
+
+    /// The render samples waiting for their capture.
+    pub(super) fn render_queue_ref(&self) -> &RenderQueue {
+        &self.render
+    }
+
     /// Each stage's name and latency, in order, samples at 48 kHz.
     pub(super) fn stages(&self) -> Vec<(&'static str, usize)> {
         let mut v = Vec::new();
+        if let Some(s) = &self.echo {
+            v.push((s.name(), s.latency()));
+        }
         if let Some(s) = &self.highpass {
             v.push((s.name(), s.latency()));
         }
@@ -148,6 +187,10 @@ impl Chain {
         let mut info = FrameInfo::default();
         self.frames += 1;
         self.dry_delay.process(&frame[..], &mut self.dry);
+        if let Some(echo) = &mut self.echo {
+            self.render.pop_into(&mut self.render_frame);
+            echo.process(frame, &self.render_frame);
+        }
         if let Some(hp) = &mut self.highpass {
             hp.process(frame, &mut info);
         }
@@ -177,6 +220,10 @@ impl Chain {
     pub(super) fn reset(&mut self) {
         self.fill = 0;
         self.frames = 0;
+        if let Some(s) = &mut self.echo {
+            s.reset();
+        }
+        self.render.clear();
         if let Some(s) = &mut self.highpass {
             s.reset();
         }

@@ -40,6 +40,7 @@ mod chain;
 mod hotswap;
 mod mix;
 mod offline;
+mod render;
 mod sink;
 
 use std::collections::VecDeque;
@@ -56,7 +57,8 @@ use chain::{feed, total_latency, Chain, EventQueue, Stages};
 use mix::OutputMix;
 
 pub use hotswap::{HotSwap, SwapBuilder};
-pub use offline::{enhance, Aligner};
+pub use offline::{enhance, enhance_with_render, Aligner, RenderFeeder};
+pub use render::{render_ring, RenderReceiver, RenderSender, ResponsePlayer};
 pub use sink::{
     frame_channel, ChannelSink, EnhancedFrame, FrameReceiver, FrameSink, Framer, OwnedFrame,
 };
@@ -111,6 +113,7 @@ pub struct Pipeline {
     /// input rate (otherwise the dry signal is the input itself).
     dry_back: Option<StreamResampler>,
     mix: OutputMix,
+    render: RenderPath,
     events: VecDeque<VadEvent>,
     events_dropped: u64,
     input_frames: u64,
@@ -160,8 +163,10 @@ impl Pipeline {
             output_rate,
         ) as usize
             + rescale(4 * FRAME_LEN as u64, SAMPLE_RATE, output_rate) as usize;
-        Ok(Self {
+        let render = RenderPath::new(input_rate, 1, config)?;
+        let mut pipeline = Self {
             mix: OutputMix::new(config, output_rate, pad, held),
+            render,
             dry_back,
             front,
             back,
@@ -177,7 +182,9 @@ impl Pipeline {
             output_frames: 0,
             non_finite: 0,
             flushed: false,
-        })
+        };
+        pipeline.align_render();
+        Ok(pipeline)
     }
 
     /// The configuration the pipeline was built from.
@@ -311,6 +318,101 @@ impl Pipeline {
         gate.set_noise_profile(profile)
     }
 
+    /// Declares the format of the render signal (what the loudspeaker plays, for the
+    /// echo canceller): interleaved `channels` channels at `rate` Hz, any supported
+    /// rate and channel count. The default is mono at the input rate. Drops render
+    /// queued so far; allocates (not for an audio thread).
+    pub fn set_render_format(&mut self, rate: u32, channels: usize) -> Result<()> {
+        check_sample_rate(rate)?;
+        self.render = RenderPath::new(rate, channels, &self.config)?;
+        self.chain.render_queue().clear();
+        self.align_render();
+        Ok(())
+    }
+
+    /// The render signal's rate, Hz (see [`Pipeline::set_render_format`]).
+    pub fn render_rate(&self) -> u32 {
+        self.render.rate
+    }
+
+    /// Channels per render frame (see [`Pipeline::set_render_format`]).
+    pub fn render_channels(&self) -> usize {
+        self.render.downmix.channels()
+    }
+
+    /// Gives the echo canceller what the loudspeaker played (interleaved, in the render
+    /// format), before the capture it may be heard in is processed. Render and capture
+    /// are on one clock: the render sample pushed as the `n`-th is taken to have been
+    /// played at capture instant `n` (the canceller finds the acoustic delay after
+    /// that itself). Render that is missing when a captured frame needs it is silence;
+    /// more than 2 s queued forgets the oldest. Without the echo canceller in the
+    /// configuration the render is ignored. Does not allocate.
+    pub fn push_render<S: PcmSample>(&mut self, render: &[S]) -> Result<()> {
+        let channels = self.render.downmix.channels();
+        if !render.len().is_multiple_of(channels) {
+            return Err(Error::PartialFrame {
+                len: render.len(),
+                channels,
+            });
+        }
+        if self.chain.echo().is_none() {
+            return Ok(());
+        }
+        let RenderPath {
+            downmix,
+            resampler,
+            mono,
+            skip,
+            ..
+        } = &mut self.render;
+        let queue = self.chain.render_queue();
+        for chunk in render.chunks(MONO_CHUNK * channels) {
+            let frames = chunk.len() / channels;
+            downmix.process(chunk, mono);
+            sanitize_bounded(&mut mono[..frames]);
+            resampler.process(&mono[..frames], &mut |x| {
+                let drop = (*skip).min(x.len());
+                *skip -= drop;
+                queue.push(&x[drop..]);
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Render samples (at 48 kHz) queued for captured frames still to come.
+    pub fn render_queued(&self) -> usize {
+        self.chain.render_queue_ref().len()
+    }
+
+    /// Captured frames that found the render short since the render began (silence
+    /// was used for the missing part).
+    pub fn render_underruns(&self) -> u64 {
+        self.chain.render_queue_ref().underrun_frames()
+    }
+
+    /// Render samples (at 48 kHz) forgotten because more than 2 s were queued.
+    pub fn render_overruns(&self) -> u64 {
+        self.chain.render_queue_ref().overrun_samples()
+    }
+
+    /// The echo canceller's state, when the configuration has one.
+    pub fn echo_stats(&self) -> Option<crate::dsp::echo::EchoStats> {
+        self.chain.echo().map(|e| e.stats())
+    }
+
+    /// Lines the render path up with the capture path: the render resampler's delay is
+    /// skipped and the capture resampler's is added, so that render pushed in step
+    /// with the capture reaches the chain at the capture instant it was played at.
+    fn align_render(&mut self) {
+        self.render.skip = self.render.resampler.latency();
+        let queue = self.chain.render_queue();
+        queue.clear();
+        if self.chain.echo().is_some() {
+            let lead = self.front.latency();
+            self.chain.render_queue().push_silence(lead);
+        }
+    }
+
     /// Runs one frame of silence through every stage and resets: afterwards, processing
     /// on this thread does not allocate (RNNoise's FFT keeps per-thread plans that its
     /// first frame creates), except in DeepFilterNet3, whose network calls allocate
@@ -339,6 +441,8 @@ impl Pipeline {
         self.output_frames = 0;
         self.non_finite = 0;
         self.flushed = false;
+        self.render.reset();
+        self.align_render();
     }
 
     /// Processes interleaved input (`f32` in ±1.0 or `i16`), appending the output to
@@ -482,6 +586,32 @@ impl Pipeline {
             },
             sink,
         )
+    }
+}
+
+/// The render signal's way to the chain: downmix and resampling to 48 kHz.
+struct RenderPath {
+    rate: u32,
+    downmix: Downmixer,
+    resampler: StreamResampler,
+    mono: Vec<f32>,
+    /// Resampler output still to drop (its delay), see [`Pipeline::align_render`].
+    skip: usize,
+}
+
+impl RenderPath {
+    fn new(rate: u32, channels: usize, config: &Config) -> Result<Self> {
+        Ok(Self {
+            rate,
+            downmix: Downmixer::new(channels, crate::dsp::convert::ChannelMode::Downmix)?,
+            resampler: StreamResampler::new(rate, SAMPLE_RATE, config.resampler)?,
+            mono: vec![0.0; MONO_CHUNK],
+            skip: 0,
+        })
+    }
+
+    fn reset(&mut self) {
+        self.resampler.reset();
     }
 }
 

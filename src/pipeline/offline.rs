@@ -112,3 +112,99 @@ pub fn enhance(
     aligner.finish(&mut out)?;
     Ok((out, aligner.events))
 }
+
+/// Like [`enhance`], with the render signal for the echo canceller: `render`
+/// (interleaved `render_channels` channels at `render_rate` Hz, any supported format)
+/// is what the loudspeaker played, on the capture's clock from sample 0. The echo
+/// canceller runs whatever `config.echo.enabled` says.
+///
+/// Render and capture are fed in step, 100 ms at a time, the render first, as a live
+/// engine would.
+#[allow(clippy::too_many_arguments)]
+pub fn enhance_with_render(
+    config: &Config,
+    input: &[f32],
+    input_rate: u32,
+    channels: usize,
+    render: &[f32],
+    render_rate: u32,
+    render_channels: usize,
+) -> Result<(Vec<f32>, Vec<VadEvent>)> {
+    let config = Config {
+        echo: crate::config::EchoConfig {
+            enabled: true,
+            ..config.echo.clone()
+        },
+        ..config.clone()
+    };
+    let mut pipeline = Pipeline::new(&config, input_rate, channels)?;
+    pipeline.set_render_format(render_rate, render_channels)?;
+    let mut aligner = Aligner::new(pipeline);
+    let mut feeder = RenderFeeder::new(render, render_rate, render_channels, input_rate);
+    let mut out = Vec::new();
+    let step = (input_rate as usize / 10).max(1) * channels;
+    for chunk in input.chunks(step) {
+        feeder.feed(aligner.pipeline_mut(), chunk.len() / channels)?;
+        aligner.process(chunk, &mut out)?;
+    }
+    aligner.finish(&mut out)?;
+    Ok((out, aligner.events))
+}
+
+/// Hands a render signal to a pipeline in step with its capture: before `n` more
+/// capture frames, the render that covers them.
+#[derive(Debug)]
+pub struct RenderFeeder<'a> {
+    render: &'a [f32],
+    render_rate: u32,
+    render_channels: usize,
+    capture_rate: u32,
+    capture_frames: u64,
+    fed_frames: usize,
+}
+
+impl<'a> RenderFeeder<'a> {
+    /// A feeder of `render` (interleaved) for a capture at `capture_rate`.
+    pub fn new(
+        render: &'a [f32],
+        render_rate: u32,
+        render_channels: usize,
+        capture_rate: u32,
+    ) -> Self {
+        Self {
+            render,
+            render_rate,
+            render_channels: render_channels.max(1),
+            capture_rate,
+            capture_frames: 0,
+            fed_frames: 0,
+        }
+    }
+
+    /// Pushes the render for the next `capture_frames` capture frames (silence past
+    /// its end).
+    pub fn feed(&mut self, pipeline: &mut Pipeline, capture_frames: usize) -> Result<()> {
+        self.capture_frames += capture_frames as u64;
+        let want =
+            super::rescale(self.capture_frames, self.capture_rate, self.render_rate) as usize;
+        let have = self.render.len() / self.render_channels;
+        let from = self.fed_frames.min(have);
+        let to = want.min(have);
+        if to > from {
+            pipeline.push_render(
+                &self.render[from * self.render_channels..to * self.render_channels],
+            )?;
+        }
+        if want > to.max(from) {
+            let silence = [0.0f32; 512];
+            let mut left = (want - to.max(from)) * self.render_channels;
+            while left > 0 {
+                let k = left.min(silence.len() / self.render_channels * self.render_channels);
+                pipeline.push_render(&silence[..k])?;
+                left -= k;
+            }
+        }
+        self.fed_frames = want;
+        Ok(())
+    }
+}
