@@ -16,6 +16,9 @@ static ALLOC: counting_alloc::CountingAlloc = counting_alloc::CountingAlloc;
 mod chunk_invariance;
 /// The default preset on the development set of real recordings.
 mod devset;
+/// The echo canceller on a synthetic room: ERLE, double talk, chunking, render faults,
+/// false barge-ins.
+mod echo;
 /// Measured delay of every stage and preset equals its reported latency.
 mod latency;
 /// STOI, SNR, SI-SDR and delay estimation against pystoi and the scoring harness.

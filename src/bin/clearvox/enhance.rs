@@ -20,13 +20,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 
 use clearvox::config::Denoiser;
 use clearvox::dsp::convert::Downmixer;
 use clearvox::io::{OutputFormat, WavFileWriter, WavReader, WavSpec, WavStreamWriter};
 use clearvox::pipeline::duration_at;
+use clearvox::pipeline::RenderFeeder;
 use clearvox::{Aligner, Pipeline, Preset};
 
 use crate::levels::{segments, LevelMeter};
@@ -48,7 +49,10 @@ const PRIVATE_MODE: u32 = 0o600;
 
 /// Runs `clearvox enhance`.
 pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
-    let config = settings::build_config(&args.pipeline, Preset::MaxQuality)?;
+    let mut config = settings::build_config(&args.pipeline, Preset::MaxQuality)?;
+    if args.echo_ref.is_some() {
+        config.echo.enabled = true;
+    }
     if args.print_config {
         print!("{}", config.to_toml_string()?);
         return Ok(ExitCode::SUCCESS);
@@ -68,6 +72,14 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
         plan::check_report(path, &plan, &others)?;
     }
     let noise = settings::read_noise_clip(&args.pipeline)?;
+    let echo_ref = match &args.echo_ref {
+        Some(path) if plan.batch || plan.jobs.len() != 1 => bail!(
+            "--echo-ref {} goes with one input file, not a batch",
+            path.display()
+        ),
+        Some(path) => Some(settings::read_clip(path, "echo reference")?),
+        None => None,
+    };
     if let Some(clip) = &noise {
         // Fail once, before any file, if the clip cannot give a profile.
         Pipeline::new(&config, clip.rate, clip.channels)
@@ -75,7 +87,7 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
             .with_context(|| format!("noise profile {}", clip.path.display()))?;
     }
     let ui = Ui::new(args.quiet, plan.jobs.len(), plan.batch);
-    if let Some(clip) = &noise {
+    for clip in noise.iter().chain(&echo_ref) {
         for w in &clip.warnings {
             ui.warn(&clip.path.display().to_string(), w);
         }
@@ -84,6 +96,7 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
         config,
         format: args.format.map(OutputFormat::from),
         noise,
+        echo_ref,
     };
 
     let outcomes: Vec<Result<FileReport, Failure>> = if plan.jobs.len() == 1 {
@@ -189,6 +202,7 @@ fn other_inputs(args: &EnhanceArgs, config: &clearvox::Config) -> Vec<std::path:
     [
         args.pipeline.config.clone(),
         args.pipeline.noise_profile.clone(),
+        args.echo_ref.clone(),
         config.deepfilter.model.clone(),
     ]
     .into_iter()
@@ -295,6 +309,20 @@ fn enhance_stream<R: Read>(
         .filter(|&n| held.is_some_and(|h| n <= h))
         .map(|n| duration_at(n, spec.sample_rate, out_rate));
     let mut sink = Sink::open(&job.output, out_rate, format, mode, out_frames)?;
+    let mut render = match &settings.echo_ref {
+        Some(clip) => {
+            pipeline
+                .set_render_format(clip.rate, clip.channels)
+                .with_context(|| format!("echo reference {}", clip.path.display()))?;
+            Some(RenderFeeder::new(
+                &clip.samples,
+                clip.rate,
+                clip.channels,
+                spec.sample_rate,
+            ))
+        }
+        None => None,
+    };
     let mut aligner = Aligner::new(pipeline);
 
     let bar = ui.file_bar(&job.input_name(), reader.len_frames(), spec.sample_rate);
@@ -311,6 +339,9 @@ fn enhance_stream<R: Read>(
         let frames = n / channels;
         downmix.process(&input[..n], &mut mono);
         in_meter.push(&mono[..frames]);
+        if let Some(feeder) = render.as_mut() {
+            feeder.feed(aligner.pipeline_mut(), frames)?;
+        }
         aligner.process(&input[..n], &mut out)?;
         out_meter.push(&out);
         sink.write(&out)?;

@@ -363,6 +363,12 @@ pub struct EnhanceArgs {
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
 
+    /// What the loudspeaker played while IN was recorded (an assistant's voice, music):
+    /// its echo is cancelled from IN. Same clock as IN from sample 0; any rate and
+    /// channel count. One input file only.
+    #[arg(long, value_name = "FAR.wav")]
+    pub echo_ref: Option<PathBuf>,
+
     /// Files processed in parallel [default: the number of cores].
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,

@@ -28,6 +28,8 @@ pub struct Settings {
     /// `None`: follow each input's format.
     pub format: Option<OutputFormat>,
     pub noise: Option<NoiseClip>,
+    /// The render signal for the echo canceller (`--echo-ref`).
+    pub echo_ref: Option<NoiseClip>,
 }
 
 /// The configuration the flags describe (the noise profile is not read here);
@@ -102,15 +104,20 @@ fn config_file(path: &Path, preset: Option<Preset>, default: Preset) -> Result<C
 
 /// Reads the `--noise-profile` clip, if any.
 pub fn read_noise_clip(args: &PipelineArgs) -> Result<Option<NoiseClip>> {
-    let Some(path) = &args.noise_profile else {
-        return Ok(None);
-    };
-    let audio = read_wav_file(path).map_err(|e| crate::about("noise profile", path, e))?;
-    Ok(Some(NoiseClip {
-        path: path.clone(),
+    match &args.noise_profile {
+        Some(path) => read_clip(path, "noise profile").map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads a whole WAV file that goes beside the inputs (`what` names it in errors).
+pub fn read_clip(path: &Path, what: &str) -> Result<NoiseClip> {
+    let audio = read_wav_file(path).map_err(|e| crate::about(what, path, e))?;
+    Ok(NoiseClip {
+        path: path.to_path_buf(),
         rate: audio.spec.sample_rate,
         channels: audio.spec.channels as usize,
         warnings: audio.warnings,
         samples: audio.samples,
-    }))
+    })
 }
