@@ -17,7 +17,7 @@ use crate::support::fake_device::*;
 use crate::support::realtime_slot::RealTimeSlot;
 use clearvox::engine::{Engine, EngineConfig, EngineError, EngineEvent};
 use clearvox::io::read_wav_file;
-use clearvox::pipeline::FrameReceiver;
+use clearvox::pipeline::{FrameReceiver, ResponsePlayer};
 use clearvox::{Config, Pipeline};
 use cpal::SampleFormat;
 
@@ -338,15 +338,39 @@ fn callbacks_never_touch_the_heap() {
                 .default_config(SampleFormat::I16, 2, 44_100),
         ),
     );
+    // The monitor and a player at 24 kHz (resampled to the speaker's 44.1 kHz on this
+    // thread) play together; what is played goes to the echo canceller.
+    let mut pipeline = Config::default();
+    pipeline.echo.enabled = true;
     let config = EngineConfig {
+        pipeline,
         output: Some(Default::default()),
+        playback: true,
         duration: Some(exactly(voice.len(), 48_000)),
         ..EngineConfig::default()
     };
     let mut engine = Engine::with_host(host, config).unwrap();
     engine.start().unwrap();
+    let mut player = engine.player().unwrap();
+    let answer: Vec<f32> = (0..24_000 * 4)
+        .map(|i| 0.3 * (i as f32 * 0.05).sin())
+        .collect();
+    for (k, piece) in answer.chunks(240).enumerate() {
+        assert_eq!(player.play(piece, 24_000), piece.len());
+        if k == 200 {
+            // Barge-in, then the answer goes on.
+            player.cancel();
+        }
+    }
+    player.finish();
     wait_finished(&engine);
-    engine.stop().unwrap();
+    let report = engine.stop().unwrap();
+    assert_eq!(report.stats.player_dropped, 0, "{:?}", report.stats);
+    let played = probe.played();
+    assert!(
+        played.iter().filter(|v| **v != 0.0).count() > 44_100,
+        "the player was heard"
+    );
     let input = probe.input_stats();
     let output = probe.output_stats();
     assert!(input.data_callbacks > 100 && output.data_callbacks > 100);
