@@ -12,6 +12,15 @@
 //!                  counts an underrun)            name, renamed at stop)
 //! ```
 //!
+//! The output device also plays a player's audio ([`EngineConfig::playback`],
+//! [`Engine::player`]): a conversation backend's answer, resampled on the caller's
+//! thread into a lock-free ring that the output callback mixes with the monitor. What the
+//! output callback writes to the device goes, at that moment, into the pipeline's render
+//! ring ([`crate::pipeline::render_ring`]); the processing thread moves it into the
+//! pipeline before each processing step, for the echo canceller (and drops it unread
+//! when the configuration cancels no echo). The engine changes no configuration while
+//! it runs, so the render format is set once, when the pipeline is built.
+//!
 //! Capture happens only between [`Engine::start`] and [`Engine::stop`] (or drop): the
 //! engine opens no stream before `start` and releases the devices at `stop`, after
 //! which no callback runs. The callbacks never allocate, lock, block or log (tested with

@@ -191,10 +191,10 @@ impl EnginePlayer {
             Some(r) => {
                 // Whole chunks of input make output; what they make, less the delay
                 // still to skip, must fit.
-                let mut n = len;
+                let by_rate = vacant as u64 * r.input_rate() as u64 / r.output_rate() as u64;
+                let mut n = len.min(by_rate as usize);
                 while n > 0 && r.output_frames_next(n).saturating_sub(self.skip) > vacant {
-                    let chunk = r.chunk_len();
-                    n = n.saturating_sub(chunk.max(n / 2));
+                    n = n.saturating_sub(r.chunk_len());
                 }
                 n
             }

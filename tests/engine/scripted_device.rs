@@ -388,6 +388,65 @@ fn callbacks_never_touch_the_heap() {
     );
 }
 
+/// The player's queue is bounded: what does not fit is refused at once and counted, as
+/// is audio at an unsupported rate; a configuration without playback has no player.
+#[test]
+fn the_player_refuses_what_does_not_fit_and_counts_it() {
+    let _slot = RealTimeSlot::acquire();
+    let voice = voice_seconds(1.0);
+    let script = InputScript::new(1, voice.clone())
+        .callback_frames(&[480])
+        .pacing(Pacing::Paced(1.0));
+    let (host, _probe) = FakeHost::build(
+        FakeSetup::new()
+            .input(mic(script, 48_000, 1))
+            .output(speaker(1.0)),
+    );
+    let config = EngineConfig {
+        playback: true,
+        player_ring_ms: 100,
+        duration: Some(exactly(voice.len(), 48_000)),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::with_host(host, config).unwrap();
+    engine.start().unwrap();
+    let info = engine.stream_info().unwrap();
+    assert!(info.playback && !info.monitoring, "{info:?}");
+    let mut player = engine.player().unwrap();
+    let answer = vec![0.25f32; 48_000];
+    let started = Instant::now();
+    let accepted = player.play(&answer, 48_000);
+    assert!(started.elapsed() < Duration::from_millis(50), "play waited");
+    assert!((4_000..=4_800).contains(&accepted), "{accepted}");
+    assert_eq!(player.dropped(), (answer.len() - accepted) as u64);
+    assert!(player.is_playing());
+    player.cancel();
+    assert_eq!(player.play(&answer[..100], 4_000), 0, "below 8 kHz");
+    assert_eq!(player.play(&answer[..100], 1_000_000), 0, "above 192 kHz");
+    let dropped = player.dropped();
+    assert_eq!(dropped, (answer.len() - accepted) as u64 + 200);
+    wait_finished(&engine);
+    let report = engine.stop().unwrap();
+    assert_eq!(report.stats.player_dropped, dropped);
+    assert_eq!(
+        player.play(&answer[..100], 48_000),
+        0,
+        "the session is over"
+    );
+
+    // Without `playback`, no player.
+    let (host, _probe) = FakeHost::build(FakeSetup::new().input(mic(
+        InputScript::new(1, voice.clone()).pacing(Pacing::Paced(8.0)),
+        48_000,
+        1,
+    )));
+    let mut engine = Engine::with_host(host, EngineConfig::default()).unwrap();
+    engine.start().unwrap();
+    assert!(matches!(engine.player(), Err(EngineError::NoPlayback)));
+    assert_eq!(engine.stream_info().unwrap().monitor_rate, None);
+    engine.stop().unwrap();
+}
+
 #[test]
 fn a_ring_too_small_overruns_without_blocking() {
     let _slot = RealTimeSlot::acquire();
