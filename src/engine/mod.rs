@@ -955,4 +955,7 @@ const _: () = {
     assert_send::<EngineConfig>();
     assert_send::<EngineStats>();
     assert_send::<Box<dyn FrameSink>>();
+    // The player goes to the stream client's thread; the tap to a reader's.
+    assert_send::<EnginePlayer>();
+    assert_send::<RenderTap>();
 };
