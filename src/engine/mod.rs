@@ -12,6 +12,15 @@
 //!                  counts an underrun)            name, renamed at stop)
 //! ```
 //!
+//! The output device also plays a player's audio ([`EngineConfig::playback`],
+//! [`Engine::player`]): a conversation backend's answer, resampled on the caller's
+//! thread into a lock-free ring that the output callback mixes with the monitor. What the
+//! output callback writes to the device goes, at that moment, into the pipeline's render
+//! ring ([`crate::pipeline::render_ring`]); the processing thread moves it into the
+//! pipeline before each processing step, for the echo canceller (and drops it unread
+//! when the configuration cancels no echo). The engine changes no configuration while
+//! it runs, so the render format is set once, when the pipeline is built.
+//!
 //! Capture happens only between [`Engine::start`] and [`Engine::stop`] (or drop): the
 //! engine opens no stream before `start` and releases the devices at `stop`, after
 //! which no callback runs. The callbacks never allocate, lock, block or log (tested with
@@ -21,6 +30,7 @@
 mod capture;
 mod devices;
 mod monitor;
+mod player;
 mod processing;
 mod stats;
 
@@ -38,18 +48,20 @@ use serde::Serialize;
 pub use devices::{
     list_devices, ConfigRange, DeviceFormat, DeviceInfo, DeviceList, DeviceSelector,
 };
+pub use player::{EnginePlayer, RenderTap};
 pub use stats::EngineStats;
 
 use self::capture::{Capture, SCRATCH_FRAMES};
 use self::devices::{choose_config, select_device, StreamRequest};
-use self::monitor::Monitor;
+use self::monitor::{Monitor, OutputParts};
+use self::player::PlayerSource;
 use self::processing::{Control, MonitorFeed, Processing};
 use self::stats::Shared;
 use crate::config::Config;
 use crate::dsp::convert::{ChannelMode, Downmixer};
 use crate::dsp::resample::StreamResampler;
 use crate::io::{OutputFormat, WavError, WavFileWriter};
-use crate::pipeline::{frame_channel, FrameReceiver, FrameSink, Framer, Pipeline};
+use crate::pipeline::{frame_channel, render_ring, FrameReceiver, FrameSink, Framer, Pipeline};
 
 /// Why the engine could not start, or stopped.
 ///
@@ -149,6 +161,15 @@ pub enum EngineError {
     /// `stop` on an engine that is not running.
     #[error("the engine is not running: start it first")]
     NotRunning,
+    /// [`Engine::player`] on an engine configured without playback.
+    #[error(
+        "the engine has no player: set `playback` in its configuration (the output device \
+         then opens for it)"
+    )]
+    NoPlayback,
+    /// [`Engine::player`] a second time in one session.
+    #[error("the player of this session was already taken: one player per session")]
+    PlayerTaken,
     /// The processing thread could not be started or ended abnormally.
     #[error("the processing thread failed: {0}")]
     Thread(String),
@@ -281,8 +302,18 @@ pub struct EngineConfig {
     pub pipeline: Config,
     /// The capture device.
     pub input: DeviceSelector,
-    /// The monitor output device, if the enhanced signal should be played.
+    /// The output device: the monitor plays the enhanced signal there (unless
+    /// `monitor` is off), the player ([`EngineConfig::playback`]) plays there. `None`:
+    /// no monitor, and the player (if any) plays on the default output.
     pub output: Option<DeviceSelector>,
+    /// Whether the enhanced signal is played on `output` (when `output` is set).
+    pub monitor: bool,
+    /// Open the output device for a player ([`Engine::player`]): mono audio from the
+    /// caller (a conversation backend's answer), mixed with the monitor. What the
+    /// output plays is the echo canceller's render signal.
+    pub playback: bool,
+    /// The player's queue, ms of audio at the device rate.
+    pub player_ring_ms: u32,
     /// Capture rate; `None` takes the device's default.
     pub input_rate: Option<u32>,
     /// Capture channels; `None` takes the device's default.
@@ -312,6 +343,9 @@ impl Default for EngineConfig {
             pipeline: Config::default(),
             input: DeviceSelector::Default,
             output: None,
+            monitor: true,
+            playback: false,
+            player_ring_ms: 20_000,
             input_rate: None,
             input_channels: None,
             input_format: None,
@@ -362,10 +396,16 @@ pub struct StreamInfo {
     pub output_rate: u32,
     /// Algorithmic latency of the pipeline, samples at `output_rate`.
     pub algorithmic_latency: usize,
-    /// Monitor device name.
+    /// Output device name (monitor and player), when one is open.
     pub monitor_device: Option<String>,
-    /// Monitor rate, Hz.
+    /// Output device rate, Hz (also the render signal's rate).
     pub monitor_rate: Option<u32>,
+    /// Output device channels (also the render signal's).
+    pub monitor_channels: Option<u16>,
+    /// Whether the enhanced signal is played on the output device.
+    pub monitoring: bool,
+    /// Whether the output device plays a player's audio ([`Engine::player`]).
+    pub playback: bool,
     /// Monitor frames per callback, when the backend reports it.
     pub monitor_buffer_frames: Option<u32>,
     /// Capture ring capacity, frames.
@@ -411,6 +451,7 @@ struct Running {
     control: Arc<Control>,
     shared: Arc<Shared>,
     info: StreamInfo,
+    player: Option<EnginePlayer>,
 }
 
 /// The live engine. See the [module documentation](self).
@@ -456,6 +497,7 @@ pub struct Engine {
     events: Option<Receiver<EngineEvent>>,
     running: Option<Running>,
     last: Option<(StreamInfo, Arc<Shared>)>,
+    tap: Option<(ringbuf::HeapProd<f32>, Arc<std::sync::atomic::AtomicU64>)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -485,6 +527,7 @@ impl Engine {
             events: None,
             running: None,
             last: None,
+            tap: None,
         })
     }
 
@@ -507,6 +550,49 @@ impl Engine {
         let (tx, rx) = frame_channel(capacity);
         self.sink = Some(Box::new(tx));
         rx
+    }
+
+    /// The player of the running session: mono audio from this (or any) thread,
+    /// resampled to the output device's rate and mixed with the monitor; what it plays
+    /// is also the echo canceller's render signal. Needs [`EngineConfig::playback`];
+    /// call it after [`Engine::start`], once per session (the device's rate is known
+    /// then). After [`Engine::stop`] the player accepts nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use clearvox::engine::{Engine, EngineConfig};
+    /// use clearvox::pipeline::ResponsePlayer;
+    ///
+    /// let mut engine = Engine::new(EngineConfig { playback: true, ..EngineConfig::default() })?;
+    /// engine.start()?;
+    /// let mut player = engine.player()?;
+    /// // A backend's answer: 24 kHz mono, in pieces as they arrive.
+    /// let answer = vec![0.0f32; 2_400];
+    /// player.play(&answer, 24_000);
+    /// player.finish(); // the answer is complete: play its last milliseconds too
+    /// // The user talks over it (barge-in): silence within one output callback.
+    /// player.cancel();
+    /// assert!(!player.is_playing());
+    /// # Ok::<(), clearvox::engine::EngineError>(())
+    /// ```
+    pub fn player(&mut self) -> Result<EnginePlayer, EngineError> {
+        let running = self.running.as_mut().ok_or(EngineError::NotRunning)?;
+        if !running.info.playback {
+            return Err(EngineError::NoPlayback);
+        }
+        running.player.take().ok_or(EngineError::PlayerTaken)
+    }
+
+    /// A copy of what the output device plays during the next session, exactly as the
+    /// echo canceller's render input gets it (see [`RenderTap`]); `capacity` samples
+    /// (interleaved) are kept until read. Call it before [`Engine::start`]; a session
+    /// without an output device leaves the tap empty.
+    pub fn render_tap(&mut self, capacity: usize) -> RenderTap {
+        let (tx, rx) = HeapRb::<f32>::new(capacity.max(1)).split();
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.tap = Some((tx, dropped.clone()));
+        RenderTap { ring: rx, dropped }
     }
 
     /// Whether capture is running.
@@ -572,7 +658,7 @@ impl Engine {
             channel: ChannelMode::Downmix,
             ..cfg.pipeline.clone()
         };
-        let pipeline = Pipeline::new(&pipeline_config, rate, 1)?;
+        let mut pipeline = Pipeline::new(&pipeline_config, rate, 1)?;
         let output_rate = pipeline.output_rate();
         let algorithmic_latency = pipeline.latency();
 
@@ -582,10 +668,13 @@ impl Engine {
             (rate as usize * cfg.capture_ring_ms as usize / 1000).max(2 * SCRATCH_FRAMES);
         let (producer, consumer) = HeapRb::<f32>::new(ring_capacity).split();
 
-        // The monitor: chosen before anything starts, so a bad device fails early.
+        // The output (monitor and player): chosen before anything starts, so a bad device
+        // fails early.
+        let monitoring = cfg.output.is_some() && cfg.monitor;
         let mut monitor_parts = None;
-        if let Some(sel) = &cfg.output {
-            let device = select_device(&self.host, sel, false)?;
+        if monitoring || cfg.playback {
+            let sel = cfg.output.clone().unwrap_or_default();
+            let device = select_device(&self.host, &sel, false)?;
             let (config, format) = choose_config(
                 &device,
                 false,
@@ -611,13 +700,46 @@ impl Engine {
         let mut monitor_feed = None;
         let mut output_stream = None;
         let mut monitor_info = (None, None, None);
+        let mut output_channels = None;
+        let mut render_rx = None;
+        let mut player = None;
+        let mut mprod = None;
         if let Some((device, config, format)) = monitor_parts {
             let mrate = config.sample_rate;
-            let capacity = (mrate as usize * cfg.monitor_ring_ms as usize / 1000).max(4096);
-            let (mprod, mcons) = HeapRb::<f32>::new(capacity).split();
+            let mch = config.channels as usize;
+            let mut parts = OutputParts {
+                monitor: None,
+                player: None,
+                render: {
+                    // The render signal: what the device plays, for the echo canceller.
+                    pipeline.set_render_format(mrate, mch)?;
+                    let ms = cfg.capture_ring_ms.max(100) as usize;
+                    let (tx, rx) = render_ring((mrate as usize * mch * ms / 1000).max(8192));
+                    render_rx = Some(rx);
+                    tx
+                },
+                tap: self.tap.take(),
+            };
+            if monitoring {
+                let capacity = (mrate as usize * cfg.monitor_ring_ms as usize / 1000).max(4096);
+                let (tx, rx) = HeapRb::<f32>::new(capacity).split();
+                parts.monitor = Some(rx);
+                mprod = Some(tx);
+            }
+            if cfg.playback {
+                let capacity = (mrate as usize * cfg.player_ring_ms as usize / 1000).max(4096);
+                let (tx, rx) = HeapRb::<f32>::new(capacity).split();
+                parts.player = Some(PlayerSource::new(rx, shared.clone()));
+                player = Some(EnginePlayer::new(
+                    tx,
+                    mrate,
+                    cfg.pipeline.resampler,
+                    shared.clone(),
+                ));
+            }
+            output_channels = Some(config.channels);
             let cushion = mrate as usize * cfg.monitor_cushion_ms as usize / 1000;
-            let mut monitor =
-                Monitor::new(mcons, config.channels as usize, cushion, shared.clone());
+            let mut monitor = Monitor::new(parts, mch, cushion, shared.clone());
             let err_shared = shared.clone();
             let name = device.to_string();
             let stream = device
@@ -630,18 +752,20 @@ impl Engine {
                 )
                 .map_err(|e| EngineError::from_cpal(&name, e))?;
             monitor_info = (Some(name), Some(mrate), stream.buffer_size().ok());
-            monitor_feed = Some(MonitorFeed {
-                ring: mprod,
-                resampler: if mrate == output_rate {
-                    None
-                } else {
-                    Some(StreamResampler::new(
-                        output_rate,
-                        mrate,
-                        cfg.pipeline.resampler,
-                    )?)
-                },
-            });
+            if let Some(ring) = mprod {
+                monitor_feed = Some(MonitorFeed {
+                    ring,
+                    resampler: if mrate == output_rate {
+                        None
+                    } else {
+                        Some(StreamResampler::new(
+                            output_rate,
+                            mrate,
+                            cfg.pipeline.resampler,
+                        )?)
+                    },
+                });
+            }
             output_stream = Some(stream);
         }
 
@@ -676,6 +800,9 @@ impl Engine {
             algorithmic_latency,
             monitor_device: monitor_info.0,
             monitor_rate: monitor_info.1,
+            monitor_channels: output_channels,
+            monitoring: monitoring && output_channels.is_some(),
+            playback: player.is_some(),
             monitor_buffer_frames: monitor_info.2,
             ring_capacity,
         };
@@ -694,6 +821,8 @@ impl Engine {
             max_input_frames: cfg
                 .duration
                 .map(|d| ((d.as_nanos() * rate as u128 + 500_000_000) / 1_000_000_000) as u64),
+            render: render_rx,
+            echo: cfg.pipeline.echo.enabled,
         };
         let thread = std::thread::Builder::new()
             .name("clearvox-processing".into())
@@ -717,6 +846,7 @@ impl Engine {
             control,
             shared,
             info,
+            player,
         });
         if let Err(e) = started {
             let _ = self.stop();
@@ -737,6 +867,7 @@ impl Engine {
             control,
             shared,
             info,
+            player: _,
         } = running;
         let _ = input.pause();
         // Dropping the stream joins the backend's callback thread.
@@ -750,6 +881,7 @@ impl Engine {
             let _ = o.pause();
             drop(o);
         }
+        shared.player_closed.store(true, Release);
         let stats = snapshot(&shared, &info);
         self.last = Some((info.clone(), shared));
         result.map(|()| EngineReport {
@@ -804,7 +936,7 @@ fn snapshot(shared: &Shared, info: &StreamInfo) -> EngineStats {
             info.input_rate,
         )
         + ms(s.ring_fill as f64, info.input_rate);
-    if let Some(mrate) = info.monitor_rate {
+    if let (true, Some(mrate)) = (info.monitoring, info.monitor_rate) {
         let fill = shared
             .monitor_fill
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -823,4 +955,7 @@ const _: () = {
     assert_send::<EngineConfig>();
     assert_send::<EngineStats>();
     assert_send::<Box<dyn FrameSink>>();
+    // The player goes to the stream client's thread; the tap to a reader's.
+    assert_send::<EnginePlayer>();
+    assert_send::<RenderTap>();
 };

@@ -18,7 +18,7 @@ use super::stats::Shared;
 use super::{EngineError, EngineEvent};
 use crate::dsp::resample::StreamResampler;
 use crate::io::WavFileWriter;
-use crate::pipeline::{EnhancedFrame, FrameSink, Framer, Pipeline};
+use crate::pipeline::{EnhancedFrame, FrameSink, Framer, Pipeline, RenderReceiver};
 
 /// How long the thread sleeps when the ring holds less than a chunk.
 const IDLE: Duration = Duration::from_millis(1);
@@ -52,6 +52,10 @@ pub(crate) struct Processing {
     pub(crate) control: Arc<Control>,
     pub(crate) events: Sender<EngineEvent>,
     pub(crate) max_input_frames: Option<u64>,
+    /// What the output device played, when one is open.
+    pub(crate) render: Option<RenderReceiver>,
+    /// Whether the pipeline cancels echo (else the render is discarded unread).
+    pub(crate) echo: bool,
 }
 
 /// Counts the frames a sink receives (for the statistics) and passes them on.
@@ -114,6 +118,7 @@ impl Processing {
             if available >= want || (stopping && available > 0) {
                 let n = self.ring.pop_slice(&mut input[..want.min(available)]);
                 let started = Instant::now();
+                self.feed_render()?;
                 let produced = self.pipeline.process_into_buffer(&input[..n], &mut out)?;
                 if n == self.chunk {
                     self.shared
@@ -157,10 +162,34 @@ impl Processing {
         if outcome.is_ok() {
             while !self.control.stop.load(Acquire) {
                 self.ring.skip(self.ring.occupied_len());
+                if let Some(r) = self.render.as_mut() {
+                    r.clear();
+                }
                 std::thread::sleep(IDLE * 5);
             }
         }
         outcome.and(finish)
+    }
+
+    /// Moves what the output played since the last step into the pipeline (the echo
+    /// canceller's render input), before the capture it may be heard in; without echo
+    /// cancellation it is dropped unread.
+    fn feed_render(&mut self) -> Result<(), EngineError> {
+        let Some(r) = self.render.as_mut() else {
+            return Ok(());
+        };
+        if self.echo {
+            r.drain_into(&mut self.pipeline)?;
+            let s = &self.shared;
+            s.render_underruns
+                .store(self.pipeline.render_underruns(), Relaxed);
+            s.render_overruns
+                .store(self.pipeline.render_overruns(), Relaxed);
+        } else {
+            r.clear();
+        }
+        self.shared.render_dropped.store(r.dropped(), Relaxed);
+        Ok(())
     }
 
     /// Flushes the pipeline's tail to every consumer and finalises the recording.

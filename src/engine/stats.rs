@@ -104,6 +104,24 @@ pub(crate) struct Shared {
     /// What the error callback said (set once; the error callback is not the data
     /// callback and may allocate).
     pub(crate) device_error_message: std::sync::OnceLock<String>,
+    /// Output callbacks so far, and the frames they wrote.
+    pub(crate) output_callbacks: AtomicU64,
+    pub(crate) output_frames: AtomicU64,
+    /// The player's ring position (samples pushed since the start) up to which the
+    /// output callback discards (`cancel`).
+    pub(crate) player_discard_until: AtomicU64,
+    /// Samples the output callback has taken from the player's ring (played or
+    /// discarded).
+    pub(crate) player_consumed: AtomicU64,
+    /// Samples given to the player that it could not queue.
+    pub(crate) player_dropped: AtomicU64,
+    /// Set when the session has ended: nothing reads the player's ring any more.
+    pub(crate) player_closed: AtomicBool,
+    /// Render samples the output callback dropped (the render ring was full).
+    pub(crate) render_dropped: AtomicU64,
+    /// The pipeline's render underruns and overruns (see `Pipeline::render_underruns`).
+    pub(crate) render_underruns: AtomicU64,
+    pub(crate) render_overruns: AtomicU64,
 }
 
 impl Shared {
@@ -130,6 +148,15 @@ impl Shared {
             monitor_cushion: AtomicU64::new(0),
             stream_errors: AtomicU64::new(0),
             device_error_message: std::sync::OnceLock::new(),
+            output_callbacks: AtomicU64::new(0),
+            output_frames: AtomicU64::new(0),
+            player_discard_until: AtomicU64::new(0),
+            player_consumed: AtomicU64::new(0),
+            player_dropped: AtomicU64::new(0),
+            player_closed: AtomicBool::new(false),
+            render_dropped: AtomicU64::new(0),
+            render_underruns: AtomicU64::new(0),
+            render_overruns: AtomicU64::new(0),
         }
     }
 }
@@ -209,6 +236,22 @@ pub struct EngineStats {
     pub latency_ms: f64,
     /// The algorithmic part of the latency, ms.
     pub algorithmic_latency_ms: f64,
+    /// Output callbacks so far (monitor and player).
+    pub output_callbacks: u64,
+    /// Frames the output callbacks wrote to the device.
+    pub output_frames: u64,
+    /// Samples given to the player ([`crate::engine::EnginePlayer`]) that did not fit
+    /// in its queue (or came at an unsupported rate) and were dropped.
+    pub player_dropped: u64,
+    /// Render samples (what the output played, for the echo canceller) dropped on the
+    /// way to the processing thread because their ring was full.
+    pub render_dropped: u64,
+    /// Captured 10 ms frames that found the render signal short (the echo canceller got
+    /// silence for the missing part); see [`crate::Pipeline::render_underruns`].
+    pub render_underruns: u64,
+    /// Render samples the pipeline forgot because too many were queued; see
+    /// [`crate::Pipeline::render_overruns`].
+    pub render_overruns: u64,
 }
 
 impl EngineStats {
@@ -236,6 +279,12 @@ impl EngineStats {
             in_speech: shared.in_speech.load(Relaxed),
             latency_ms: 0.0,
             algorithmic_latency_ms: 0.0,
+            output_callbacks: shared.output_callbacks.load(Relaxed),
+            output_frames: shared.output_frames.load(Relaxed),
+            player_dropped: shared.player_dropped.load(Relaxed),
+            render_dropped: shared.render_dropped.load(Relaxed),
+            render_underruns: shared.render_underruns.load(Relaxed),
+            render_overruns: shared.render_overruns.load(Relaxed),
         }
     }
 }

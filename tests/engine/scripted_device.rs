@@ -17,7 +17,7 @@ use crate::support::fake_device::*;
 use crate::support::realtime_slot::RealTimeSlot;
 use clearvox::engine::{Engine, EngineConfig, EngineError, EngineEvent};
 use clearvox::io::read_wav_file;
-use clearvox::pipeline::FrameReceiver;
+use clearvox::pipeline::{FrameReceiver, ResponsePlayer};
 use clearvox::{Config, Pipeline};
 use cpal::SampleFormat;
 
@@ -338,15 +338,39 @@ fn callbacks_never_touch_the_heap() {
                 .default_config(SampleFormat::I16, 2, 44_100),
         ),
     );
+    // The monitor and a player at 24 kHz (resampled to the speaker's 44.1 kHz on this
+    // thread) play together; what is played goes to the echo canceller.
+    let mut pipeline = Config::default();
+    pipeline.echo.enabled = true;
     let config = EngineConfig {
+        pipeline,
         output: Some(Default::default()),
+        playback: true,
         duration: Some(exactly(voice.len(), 48_000)),
         ..EngineConfig::default()
     };
     let mut engine = Engine::with_host(host, config).unwrap();
     engine.start().unwrap();
+    let mut player = engine.player().unwrap();
+    let answer: Vec<f32> = (0..24_000 * 4)
+        .map(|i| 0.3 * (i as f32 * 0.05).sin())
+        .collect();
+    for (k, piece) in answer.chunks(240).enumerate() {
+        assert_eq!(player.play(piece, 24_000), piece.len());
+        if k == 200 {
+            // Barge-in, then the answer goes on.
+            player.cancel();
+        }
+    }
+    player.finish();
     wait_finished(&engine);
-    engine.stop().unwrap();
+    let report = engine.stop().unwrap();
+    assert_eq!(report.stats.player_dropped, 0, "{:?}", report.stats);
+    let played = probe.played();
+    assert!(
+        played.iter().filter(|v| **v != 0.0).count() > 44_100,
+        "the player was heard"
+    );
     let input = probe.input_stats();
     let output = probe.output_stats();
     assert!(input.data_callbacks > 100 && output.data_callbacks > 100);
@@ -362,6 +386,65 @@ fn callbacks_never_touch_the_heap() {
         "monitor callback: {:?}",
         output.data_callback_allocs
     );
+}
+
+/// The player's queue is bounded: what does not fit is refused at once and counted, as
+/// is audio at an unsupported rate; a configuration without playback has no player.
+#[test]
+fn the_player_refuses_what_does_not_fit_and_counts_it() {
+    let _slot = RealTimeSlot::acquire();
+    let voice = voice_seconds(1.0);
+    let script = InputScript::new(1, voice.clone())
+        .callback_frames(&[480])
+        .pacing(Pacing::Paced(1.0));
+    let (host, _probe) = FakeHost::build(
+        FakeSetup::new()
+            .input(mic(script, 48_000, 1))
+            .output(speaker(1.0)),
+    );
+    let config = EngineConfig {
+        playback: true,
+        player_ring_ms: 100,
+        duration: Some(exactly(voice.len(), 48_000)),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::with_host(host, config).unwrap();
+    engine.start().unwrap();
+    let info = engine.stream_info().unwrap();
+    assert!(info.playback && !info.monitoring, "{info:?}");
+    let mut player = engine.player().unwrap();
+    let answer = vec![0.25f32; 48_000];
+    let started = Instant::now();
+    let accepted = player.play(&answer, 48_000);
+    assert!(started.elapsed() < Duration::from_millis(50), "play waited");
+    assert!((4_000..=4_800).contains(&accepted), "{accepted}");
+    assert_eq!(player.dropped(), (answer.len() - accepted) as u64);
+    assert!(player.is_playing());
+    player.cancel();
+    assert_eq!(player.play(&answer[..100], 4_000), 0, "below 8 kHz");
+    assert_eq!(player.play(&answer[..100], 1_000_000), 0, "above 192 kHz");
+    let dropped = player.dropped();
+    assert_eq!(dropped, (answer.len() - accepted) as u64 + 200);
+    wait_finished(&engine);
+    let report = engine.stop().unwrap();
+    assert_eq!(report.stats.player_dropped, dropped);
+    assert_eq!(
+        player.play(&answer[..100], 48_000),
+        0,
+        "the session is over"
+    );
+
+    // Without `playback`, no player.
+    let (host, _probe) = FakeHost::build(FakeSetup::new().input(mic(
+        InputScript::new(1, voice.clone()).pacing(Pacing::Paced(8.0)),
+        48_000,
+        1,
+    )));
+    let mut engine = Engine::with_host(host, EngineConfig::default()).unwrap();
+    engine.start().unwrap();
+    assert!(matches!(engine.player(), Err(EngineError::NoPlayback)));
+    assert_eq!(engine.stream_info().unwrap().monitor_rate, None);
+    engine.stop().unwrap();
 }
 
 #[test]
