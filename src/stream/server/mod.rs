@@ -109,8 +109,12 @@ pub struct ServerConfig {
     /// What clients may hold of the receiver.
     pub limits: ServerLimits,
     /// OpenAI protocol: answer every `response.create` with this recording (PCM16 mono
-    /// at 24 kHz, see [`load_answer`]) as the backend's spoken answer; `None`: never
-    /// answer. See `answer.rs` for the exchange.
+    /// at 24 kHz, see [`load_answer`]) as a backend's spoken answer: `response.created`,
+    /// `response.output_audio.delta` events of [`ANSWER_DELTA_MS`] at twice real time,
+    /// `response.output_audio.done`, `response.done`; a `response.cancel` stops it
+    /// (`response.done` with status `cancelled`). A commit alone is not answered (no
+    /// server VAD: the client asks, as with OpenAI's `turn_detection: null`). `None`:
+    /// `response.create` is only logged.
     pub respond_with: Option<Arc<Vec<i16>>>,
 }
 
