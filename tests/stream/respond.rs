@@ -532,3 +532,91 @@ fn an_answer_at_another_rate_is_resampled_to_24k_mono() {
         .fold(0.0, f64::max);
     assert!(worst < 0.01, "worst difference {worst}");
 }
+
+#[test]
+fn the_receiver_answers_one_response_at_a_time_and_cancels_only_one_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let answer = answer_samples(1.0);
+    let (runtime, url) = in_process(&out, answer.clone());
+    let (events, audio) = runtime.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+        let update = json!({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": null}}}});
+        for m in [
+            update,
+            json!({"type": "response.cancel", "event_id": "c1"}),
+            json!({"type": "response.create"}),
+            json!({"type": "response.create", "event_id": "c2"}),
+        ] {
+            ws.send(Message::text(m.to_string())).await.unwrap();
+        }
+        let mut events = Vec::new();
+        let mut audio = Vec::new();
+        let read = async {
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Text(t) = m else { continue };
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "response.output_audio.delta" {
+                    use base64::Engine as _;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(v["delta"].as_str().unwrap())
+                        .unwrap();
+                    audio.extend(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])));
+                }
+                let done = v["type"] == "response.done";
+                events.push(v);
+                if done {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the answer ends");
+        let _ = ws.close(None).await;
+        (events, audio)
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .filter(|t| *t != "response.output_audio.delta")
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "session.updated",
+            "error",
+            "response.created",
+            "error",
+            "response.output_audio.done",
+            "response.done"
+        ]
+    );
+    let errors: Vec<&Value> = events.iter().filter(|e| e["type"] == "error").collect();
+    assert_eq!(errors[0]["error"]["code"], "response_cancel_not_active");
+    assert_eq!(errors[0]["error"]["event_id"], "c1");
+    assert_eq!(
+        errors[1]["error"]["code"],
+        "conversation_already_has_active_response"
+    );
+    assert_eq!(errors[1]["error"]["event_id"], "c2");
+    let done = events.last().unwrap();
+    assert_eq!(done["response"]["status"], "completed");
+    let created = events
+        .iter()
+        .find(|e| e["type"] == "response.created")
+        .unwrap();
+    assert_eq!(done["response"]["id"], created["response"]["id"]);
+    // 100 ms a delta, the recording exactly.
+    let deltas: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_audio.delta")
+        .collect();
+    assert_eq!(deltas.len(), 10);
+    assert!(deltas
+        .iter()
+        .all(|d| d["response_id"] == created["response"]["id"]));
+    assert!(audio == answer, "the recording, sample for sample");
+}
