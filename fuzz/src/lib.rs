@@ -83,6 +83,7 @@ pub fn receiver() -> &'static Receiver {
             tls: None,
             token: None,
             limits: Default::default(),
+            respond_with: None,
         })
         .expect("a receiver on loopback")
         .on_connection_end(move |report| {

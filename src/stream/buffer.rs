@@ -24,6 +24,8 @@ pub(crate) enum StreamItem {
     SpeechStarted(u64),
     SpeechStopped(u64),
     Commit,
+    /// OpenAI `response.create`, after a commit when the caller plays the answers.
+    ResponseCreate,
     Clear,
     Stop,
 }

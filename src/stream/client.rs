@@ -27,9 +27,12 @@ use super::{Shared, StreamConfig, StreamError, StreamEvent, Token, TurnDetection
 use crate::dsp::convert::f32_to_i16;
 use crate::dsp::resample::StreamResampler;
 use crate::dsp::vad::{VadEvent, VadEventKind};
-use crate::pipeline::rescale;
+use crate::pipeline::{rescale, ResponsePlayer};
 
 mod receive;
+mod respond;
+
+pub(crate) use respond::Response;
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -94,6 +97,15 @@ pub(crate) struct Client {
     /// on, so a lost first answer cannot orphan the stream; a receiver that answers with
     /// a key of its own replaces it. Kept in memory only.
     resume_key: std::sync::Mutex<Option<HeaderValue>>,
+    /// Where the backend's spoken answer goes (OpenAI protocol), if anywhere.
+    pub(crate) player: Option<Box<dyn ResponsePlayer>>,
+    /// The backend's answer in progress on this connection.
+    response: Response,
+    /// Messages to send at once, ahead of the buffered audio, on this connection only
+    /// (`response.cancel`): never replayed on another.
+    urgent: Vec<String>,
+    /// An answer's bad audio message was warned about (once a stream).
+    warned_bad_audio: bool,
 }
 
 impl Client {
@@ -136,6 +148,10 @@ impl Client {
             last_acknowledged: false,
             overflow_accounted: 0,
             resume_key: std::sync::Mutex::new(own_resume_key()),
+            player: None,
+            response: Response::default(),
+            urgent: Vec::new(),
+            warned_bad_audio: false,
         }
     }
 
@@ -468,6 +484,7 @@ impl Client {
         let now = self.buffer.end() + self.pending.len() as u64;
         match e.kind {
             VadEventKind::SpeechStart => {
+                self.barge_in();
                 self.in_speech = true;
                 self.utterance_start = Some(position);
                 if self.config.protocol == Protocol::Raw && self.config.events {
@@ -501,6 +518,11 @@ impl Client {
         if now.saturating_sub(self.last_commit) >= min {
             self.buffer.push_event(StreamItem::Commit);
             self.last_commit = now;
+            if self.player.is_some() {
+                // The backend answers each turn: with turn_detection null it waits to
+                // be asked.
+                self.buffer.push_event(StreamItem::ResponseCreate);
+            }
         }
     }
 
@@ -550,6 +572,9 @@ impl Client {
             }
         }
         let acknowledged = received.is_some();
+        // A new connection is a new session: no answer is in progress on it.
+        self.response = Response::default();
+        self.urgent.clear();
         let from = self.resume_from(received);
         self.event(StreamEvent::Connected { acknowledged, from });
         let mut opening = Vec::new();
@@ -582,6 +607,11 @@ impl Client {
             }
         }
         loop {
+            for text in std::mem::take(&mut self.urgent) {
+                if let Err(e) = ws.send(Message::text(text)).await {
+                    return self.lost_while_sending(&mut ws, e).await;
+                }
+            }
             while let Some((item, resend)) = self.buffer.next() {
                 if let Err(e) = self.send_item(&mut ws, item, resend).await {
                     return self.lost_while_sending(&mut ws, e).await;
@@ -667,6 +697,7 @@ impl Client {
                     })
                     .ok(),
                     StreamItem::Commit => Some(protocol::openai_commit()),
+                    StreamItem::ResponseCreate => Some(protocol::openai_response_create()),
                     StreamItem::Clear => Some(protocol::openai_clear()),
                 };
                 if let Some(t) = text {

@@ -21,7 +21,8 @@ use super::{StreamConfig, StreamEvent, TurnDetection};
 /// modulo 4: 0, the connection's first text message (a resume offer or anything else);
 /// 1, a text message while streaming (not UTF-8: binary); 2, a binary message; 3, a
 /// close frame (a `u16` code, then the reason). Before each message the client has
-/// produced and sent 20 ms of audio, with a speech start and end along the way.
+/// produced and sent 20 ms of audio, with a speech start and end along the way. An
+/// OpenAI client (the first byte's high bit) plays the answers, with barge-in.
 ///
 /// For fuzzing: not a stable interface.
 #[doc(hidden)]
@@ -31,6 +32,7 @@ pub fn handle_server_message(data: &[u8]) -> (Vec<StreamEvent>, Option<String>) 
     if openai {
         config.protocol = Protocol::Openai;
         config.turn_detection = TurnDetection::Client;
+        config.barge_in = true;
     } else {
         config.events = true;
     }
@@ -50,6 +52,10 @@ pub fn handle_server_message(data: &[u8]) -> (Vec<StreamEvent>, Option<String>) 
         events_tx,
         input_rx,
     );
+    if openai {
+        // The answer's audio is decoded and played too.
+        client.player = Some(Box::new(Speaker::default()));
+    }
     let mut ended = None;
     let mut rest = data;
     let mut step = 0u32;
@@ -90,6 +96,27 @@ pub fn handle_server_message(data: &[u8]) -> (Vec<StreamEvent>, Option<String>) 
         Outcome::Lost(why) | Outcome::Final(why) => Some(why),
     });
     (events_rx.try_iter().collect(), ended)
+}
+
+/// A player that is playing from the first sample it is given until cancelled.
+#[derive(Default)]
+struct Speaker {
+    queued: usize,
+}
+
+impl crate::pipeline::ResponsePlayer for Speaker {
+    fn play(&mut self, samples: &[f32], _rate: u32) -> usize {
+        self.queued = self.queued.saturating_add(samples.len());
+        samples.len()
+    }
+
+    fn cancel(&mut self) {
+        self.queued = 0;
+    }
+
+    fn is_playing(&self) -> bool {
+        self.queued > 0
+    }
 }
 
 /// 20 ms of a tone at 16 kHz, with a speech start at the second step and an end at the
@@ -167,5 +194,28 @@ mod tests {
             let _ = handle_server_message(&bytes);
         }
         assert_eq!(handle_server_message(&[]), (Vec::new(), None));
+        // OpenAI with a player: the answer is decoded, bad audio warned about once.
+        let mut data = message(0x80, b"{}");
+        data.extend(message(1, br#"{"type":"response.created"}"#));
+        data.extend(message(
+            1,
+            br#"{"type":"response.output_audio.delta","delta":"AAE="}"#,
+        ));
+        data.extend(message(
+            1,
+            br#"{"type":"response.output_audio.delta","delta":"AAEC"}"#,
+        ));
+        data.extend(message(
+            1,
+            br#"{"type":"response.audio.delta","delta":"%"}"#,
+        ));
+        let (events, ended) = handle_server_message(&data);
+        assert_eq!(ended, None);
+        let warnings = events
+            .iter()
+            .filter(|e| matches!(e, StreamEvent::Warning(_)))
+            .count();
+        assert_eq!(warnings, 1, "{events:?}");
+        assert!(events.contains(&StreamEvent::ResponseStarted), "{events:?}");
     }
 }

@@ -53,7 +53,7 @@ use self::client::{Client, Input};
 pub use self::fuzzing::handle_server_message;
 pub use self::protocol::Protocol;
 pub use self::sanitize::{escape_controls, redact_url};
-use crate::pipeline::{EnhancedFrame, FrameSink};
+use crate::pipeline::{EnhancedFrame, FrameSink, ResponsePlayer};
 
 /// Who decides where a turn ends (OpenAI protocol).
 ///
@@ -139,6 +139,10 @@ pub struct StreamConfig {
     pub finish_timeout_s: f64,
     /// Frames the queue to the network thread holds (10 ms each).
     pub queue_frames: usize,
+    /// With a [`ResponsePlayer`] ([`connect_with_player`]): when the VAD hears speech
+    /// start while the player is playing the backend's answer, cancel the player and
+    /// the response (`response.cancel`, if one is in progress) — the user interrupted.
+    pub barge_in: bool,
 }
 
 impl Default for StreamConfig {
@@ -162,6 +166,7 @@ impl Default for StreamConfig {
             resume_wait_ms: 300,
             finish_timeout_s: 10.0,
             queue_frames: 1_000,
+            barge_in: false,
         }
     }
 }
@@ -383,6 +388,52 @@ pub enum StreamEvent {
     },
     /// Something worth telling that did not stop the stream.
     Warning(String),
+    /// The backend began an answer (`response.created`; with a player only).
+    ResponseStarted,
+    /// The backend's answer ended (`response.done`; with a player only).
+    ResponseFinished {
+        /// How it ended, as the backend says.
+        status: ResponseStatus,
+        /// Samples of the answer handed to the player.
+        samples: u64,
+    },
+    /// The user spoke over the answer (barge-in, [`StreamConfig::barge_in`]): the
+    /// player was cancelled, and the rest of the answer is not played.
+    ResponseCancelled {
+        /// Samples of the answer handed to the player before.
+        samples: u64,
+        /// Whether `response.cancel` was sent (a response was in progress).
+        cancel_sent: bool,
+    },
+}
+
+/// How a backend's answer ended (`response.done`'s `response.status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseStatus {
+    /// Played to its end.
+    Completed,
+    /// Cancelled (by `response.cancel`, or by the backend's own turn detection).
+    Cancelled,
+    /// The backend failed.
+    Failed,
+    /// Cut short (a token limit, content filtering).
+    Incomplete,
+    /// Missing, or a status this client does not know.
+    Other,
+}
+
+impl ResponseStatus {
+    /// The status named `name`.
+    pub(crate) fn from_name(name: Option<&str>) -> Self {
+        match name {
+            Some("completed") => ResponseStatus::Completed,
+            Some("cancelled") => ResponseStatus::Cancelled,
+            Some("failed") => ResponseStatus::Failed,
+            Some("incomplete") => ResponseStatus::Incomplete,
+            _ => ResponseStatus::Other,
+        }
+    }
 }
 
 /// Counters of a stream.
@@ -427,6 +478,19 @@ pub struct StreamStats {
     /// close with 1008 or 4000–4999, HTTP 401/403): one line, the receiver's reason
     /// escaped. `None` for a stream that ran to its end.
     pub failure: Option<String>,
+    /// Answers the backend began (`response.created`; with a player only).
+    pub responses: u64,
+    /// Samples of the backend's answers decoded and handed to the player (at the
+    /// stream's rate).
+    pub response_samples: u64,
+    /// Of those, samples the player did not accept (its queue was full).
+    pub response_samples_refused: u64,
+    /// Samples of answers that arrived after a barge-in and were not played.
+    pub response_samples_discarded: u64,
+    /// Audio messages of answers skipped because their audio was not base64 PCM16.
+    pub bad_response_audio: u64,
+    /// Times the user interrupted an answer (barge-in).
+    pub barge_ins: u64,
 }
 
 #[derive(Default)]
@@ -445,6 +509,12 @@ pub(crate) struct Shared {
     server_messages: AtomicU64,
     connected: AtomicBool,
     failure: Mutex<Option<String>>,
+    responses: AtomicU64,
+    response_samples: AtomicU64,
+    response_samples_refused: AtomicU64,
+    response_samples_discarded: AtomicU64,
+    bad_response_audio: AtomicU64,
+    barge_ins: AtomicU64,
 }
 
 impl Shared {
@@ -463,6 +533,12 @@ impl Shared {
             server_messages: self.server_messages.load(Relaxed),
             connected: self.connected.load(Relaxed),
             failure: self.failure(),
+            responses: self.responses.load(Relaxed),
+            response_samples: self.response_samples.load(Relaxed),
+            response_samples_refused: self.response_samples_refused.load(Relaxed),
+            response_samples_discarded: self.response_samples_discarded.load(Relaxed),
+            bad_response_audio: self.bad_response_audio.load(Relaxed),
+            barge_ins: self.barge_ins.load(Relaxed),
         }
     }
 
@@ -625,6 +701,68 @@ pub fn connect(
     config: &StreamConfig,
     token: Option<Token>,
 ) -> Result<(NetworkSink, StreamHandle), StreamError> {
+    start(config, token, None)
+}
+
+/// [`connect`], with a player for the backend's spoken answer (OpenAI protocol).
+///
+/// The answer's audio (`response.output_audio.delta`, or the older
+/// `response.audio.delta`: base64 PCM16 mono at the stream's rate) is decoded and
+/// handed to `player` as it arrives, on the network thread: `play` must return at once
+/// (queue the samples for the playback device, never wait for it). Those audio
+/// messages are not repeated as [`StreamEvent::ServerMessage`]; the others are, and
+/// `response.created` / `response.done` are also told as [`StreamEvent::ResponseStarted`]
+/// and [`StreamEvent::ResponseFinished`]. An audio message that is not valid base64
+/// PCM16 (an odd number of bytes) is skipped, counted and warned about once.
+///
+/// With client turn detection ([`TurnDetection::Client`]) a `response.create` follows
+/// every commit: the backend answers each turn. With [`StreamConfig::barge_in`], a
+/// speech start while the player plays cancels the player (and `response.cancel` goes
+/// to the backend if a response is in progress); what is still coming of that answer is
+/// not played ([`StreamEvent::ResponseCancelled`]). With the raw protocol the player
+/// receives nothing.
+///
+/// # Examples
+///
+/// ```no_run
+/// use clearvox::pipeline::ResponsePlayer;
+/// use clearvox::stream::{connect_with_player, Protocol, StreamConfig, TurnDetection};
+///
+/// /// Keeps the answer (a real player queues it for the loudspeaker).
+/// struct Keep(Vec<f32>);
+/// impl ResponsePlayer for Keep {
+///     fn play(&mut self, samples: &[f32], _rate: u32) -> usize {
+///         self.0.extend_from_slice(samples);
+///         samples.len()
+///     }
+///     fn cancel(&mut self) {}
+///     fn is_playing(&self) -> bool { false }
+/// }
+///
+/// let config = StreamConfig {
+///     protocol: Protocol::Openai,
+///     turn_detection: TurnDetection::Client,
+///     barge_in: true,
+///     ..StreamConfig::new("ws://127.0.0.1:9000/")
+/// };
+/// let (sink, handle) = connect_with_player(&config, None, Box::new(Keep(Vec::new())))?;
+/// # drop(sink);
+/// # let _ = handle.wait()?;
+/// # Ok::<(), clearvox::stream::StreamError>(())
+/// ```
+pub fn connect_with_player(
+    config: &StreamConfig,
+    token: Option<Token>,
+    player: Box<dyn ResponsePlayer>,
+) -> Result<(NetworkSink, StreamHandle), StreamError> {
+    start(config, token, Some(player))
+}
+
+fn start(
+    config: &StreamConfig,
+    token: Option<Token>,
+    player: Option<Box<dyn ResponsePlayer>>,
+) -> Result<(NetworkSink, StreamHandle), StreamError> {
     config.validate()?;
     let destination = tls::check_url(&config.url, config.insecure)?;
     let tls = match destination.scheme {
@@ -641,7 +779,7 @@ pub fn connect(
         )));
     }
     let (tx, rx) = channel(config.queue_frames);
-    let client = Client::new(
+    let mut client = Client::new(
         config.clone(),
         token,
         destination,
@@ -651,6 +789,7 @@ pub fn connect(
         events_tx,
         rx,
     );
+    client.player = player;
     let (ready_tx, ready_rx) = std_channel();
     let thread = std::thread::Builder::new()
         .name("clearvox-stream".into())

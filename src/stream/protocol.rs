@@ -234,6 +234,17 @@ pub fn openai_commit() -> String {
     r#"{"type":"input_audio_buffer.commit"}"#.to_string()
 }
 
+/// `response.create`: asks the backend to answer (sent after each commit when the
+/// client ends the turns and plays the answers).
+pub fn openai_response_create() -> String {
+    r#"{"type":"response.create"}"#.to_string()
+}
+
+/// `response.cancel`: the user interrupted the answer in progress (barge-in).
+pub fn openai_response_cancel() -> String {
+    r#"{"type":"response.cancel"}"#.to_string()
+}
+
 /// `input_audio_buffer.clear`.
 pub fn openai_clear() -> String {
     r#"{"type":"input_audio_buffer.clear"}"#.to_string()

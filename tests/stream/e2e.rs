@@ -270,6 +270,7 @@ fn the_library_path_streams_a_file_in_process() {
         tls: None,
         token: None,
         limits: Default::default(),
+        respond_with: None,
     })
     .unwrap();
     let url = format!("{}/", server.url());

@@ -15,6 +15,8 @@ mod e2e;
 mod faults;
 /// The OpenAI Realtime protocol against a validating stand-in server.
 mod openai;
+/// The voice-chat loop: the receiver's spoken answer, the client's player, barge-in.
+mod respond;
 /// The reference receiver, driven by hand-written clients.
 mod serve;
 /// The receiver's token and the streams' owners.

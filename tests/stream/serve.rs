@@ -47,6 +47,7 @@ fn start_with(dir: &Path, tls: Option<TlsFiles>) -> Running {
         tls,
         token: None,
         limits: Default::default(),
+        respond_with: None,
     })
     .unwrap();
     let addr = server.local_addr();
@@ -1053,6 +1054,7 @@ async fn tls_streams_with_a_certificate_made_for_the_test() {
         }),
         token: None,
         limits: Default::default(),
+        respond_with: None,
     })
     .unwrap_err();
     assert!(err.to_string().contains("no certificate"), "{err}");

@@ -33,6 +33,7 @@ fn start_reporting(dir: &Path) -> (SocketAddr, mpsc::UnboundedReceiver<SessionRe
         tls: None,
         token: None,
         limits: Default::default(),
+        respond_with: None,
     })
     .unwrap()
     .on_connection_end(move |r| {

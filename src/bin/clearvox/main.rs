@@ -236,6 +236,11 @@ pub struct ServeArgs {
     /// Longest the TLS and WebSocket handshakes may take together, s.
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     pub handshake_timeout: f64,
+
+    /// OpenAI protocol: answer every response.create with this recording (mono, 24 kHz
+    /// PCM16 deltas at twice real time), as a backend's spoken answer.
+    #[arg(long, value_name = "FILE.wav")]
+    pub respond_with: Option<PathBuf>,
 }
 
 /// Arguments of `clearvox live`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use clearvox::stream::server::{Server, ServerConfig, ServerLimits, TlsFiles};
+use clearvox::stream::server::{load_answer, Server, ServerConfig, ServerLimits, TlsFiles};
 use clearvox::stream::Token;
 
 use crate::ServeArgs;
@@ -48,6 +48,11 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         idle: seconds("--idle-timeout", args.idle_timeout)?,
         handshake: seconds("--handshake-timeout", args.handshake_timeout)?,
     };
+    // Loaded (and resampled) once, before anything listens: a bad file is an error now.
+    let respond_with = match &args.respond_with {
+        Some(path) => Some(Arc::new(load_answer(path)?)),
+        None => None,
+    };
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -60,6 +65,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         tls,
         token,
         limits,
+        respond_with,
     })?
     .on_connection_end(|report| eprintln!("{report}"));
     eprintln!("listening on {}", server.url());

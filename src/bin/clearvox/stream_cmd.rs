@@ -104,6 +104,10 @@ pub fn print_events(events: Receiver<StreamEvent>, args: &StreamArgs) -> JoinHan
                     eprintln!("warning: dropped {samples} samples of audio: {reason}");
                 }
                 StreamEvent::Warning(w) => eprintln!("warning: {w}"),
+                // Only with a player of the answers, which this command does not have.
+                StreamEvent::ResponseStarted
+                | StreamEvent::ResponseFinished { .. }
+                | StreamEvent::ResponseCancelled { .. } => {}
             }
         }
     })

@@ -146,7 +146,11 @@ impl Client {
                     );
                 }
             }
-            _ => self.server_message(text),
+            _ => {
+                if !self.on_response_event(text) {
+                    self.server_message(text);
+                }
+            }
         }
     }
 

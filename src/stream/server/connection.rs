@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use super::answer::{Answer, Answering};
 use super::format::valid_rates;
 use super::handshake::{Gate, Handshake};
 use super::owner::claim_unnamed;
@@ -82,6 +83,7 @@ enum Wake {
     Shutdown,
     TakenOver,
     AckDue,
+    AnswerDue,
     Idle,
     Ping,
     Message(Option<Result<Message, WsError>>),
@@ -114,6 +116,10 @@ pub(super) struct Connection {
     /// Set when a message was refused: the connection ends with a Close frame (1008)
     /// of this reason.
     pub refused: Option<String>,
+    /// The answer to `response.create`, if the receiver gives one.
+    pub answer: Option<Answer>,
+    /// The answer being sent.
+    pub answering: Option<Answering>,
 }
 
 impl Connection {
@@ -179,6 +185,8 @@ impl Connection {
             ack_due: None,
             warned: HashSet::new(),
             refused: None,
+            answer: gate.answer.clone(),
+            answering: None,
         };
         let mut out = Vec::new();
         let opened = {
@@ -267,15 +275,18 @@ impl Connection {
         }
         loop {
             let ack_due = self.ack_due;
+            let answer_due = self.answering.as_ref().map(|a| a.next_at);
             let wake = tokio::select! {
                 biased;
                 _ = stop.changed() => Wake::Shutdown,
                 _ = kick.notified() => Wake::TakenOver,
                 _ = tokio::time::sleep_until(ack_due.unwrap_or_else(Instant::now)), if ack_due.is_some() => Wake::AckDue,
+                _ = tokio::time::sleep_until(answer_due.unwrap_or_else(Instant::now)), if answer_due.is_some() => Wake::AnswerDue,
                 _ = tokio::time::sleep_until(last_heard + idle) => Wake::Idle,
                 _ = ping.tick() => Wake::Ping,
                 m = ws.next() => Wake::Message(m),
             };
+            let answer_turn = matches!(wake, Wake::AnswerDue);
             let message = match wake {
                 Wake::Shutdown => return End::server("server shutting down", CloseCode::Away),
                 Wake::TakenOver => return End::taken_over(),
@@ -291,7 +302,7 @@ impl Connection {
                     }
                     continue;
                 }
-                Wake::AckDue => None,
+                Wake::AckDue | Wake::AnswerDue => None,
                 Wake::Message(None) => {
                     return End::client(client_closed.unwrap_or_else(|| "connection lost".into()))
                 }
@@ -331,6 +342,7 @@ impl Connection {
             let handled = match &message {
                 Some(Message::Binary(bytes)) => self.on_binary(&mut s, bytes, &mut out),
                 Some(Message::Text(text)) => self.on_text(&mut s, text.as_str(), &mut out),
+                None if answer_turn => self.answer_due(&mut s, &mut out),
                 _ => {
                     self.ack(&s, &mut out);
                     Ok(())
@@ -354,13 +366,15 @@ impl Connection {
     }
 
     /// Logs the end, reports it, lets go of the stream and closes the socket.
-    async fn close<S>(self, shared: &Shared, sid: &str, end: End, ws: &mut WebSocketStream<S>)
+    async fn close<S>(mut self, shared: &Shared, sid: &str, end: End, ws: &mut WebSocketStream<S>)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let report = {
-            let mut s = self.session.lock().await;
+            let session = self.session.clone();
+            let mut s = session.lock().await;
             let received = s.received;
+            self.answer_interrupted(&mut s);
             let _ =
                 s.log(json!({"type": "disconnected", "reason": end.reason, "received": received}));
             if let Some(wav) = s.wav.as_mut() {

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 ///     tls: Some(TlsFiles { cert: dir.path().join("missing.pem"), key: dir.path().join("missing.key") }),
 ///     token: None,
 ///     limits: Default::default(),
+///     respond_with: None,
 /// })
 /// .unwrap_err();
 /// assert!(matches!(error, ServeError::TlsFile { what: "certificate", .. }), "{error}");
@@ -69,6 +70,14 @@ pub enum ServeError {
     /// The certificate and key do not make a TLS configuration.
     #[error("TLS configuration: {0}")]
     Tls(String),
+    /// The answer's recording (`--respond-with`) cannot be used.
+    #[error("answer {}: {reason}", path.display())]
+    Answer {
+        /// The WAV file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The runtime of [`Server::run_until`](super::Server::run_until) could not be started.
     #[error("cannot start the network runtime: {reason}")]
     Runtime {

@@ -39,6 +39,8 @@ pub(super) struct Gate {
     pub token: Option<Digest>,
     /// The limits.
     pub limits: ServerLimits,
+    /// The answer to every `response.create` (`--respond-with`), if any.
+    pub answer: Option<super::answer::Answer>,
 }
 
 /// Whether a connection is served, or refused because the receiver is full.

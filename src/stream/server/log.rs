@@ -55,16 +55,19 @@ pub(crate) enum Event {
     Commit,
     /// OpenAI `input_audio_buffer.clear`, at the stream offset it applied at.
     Clear,
+    /// OpenAI `response.create`, at the stream offset it came at (answered once).
+    ResponseCreate,
 }
 
 impl Event {
-    const ALL: [Event; 6] = [
+    const ALL: [Event; 7] = [
         Event::Start,
         Event::SpeechStarted,
         Event::SpeechStopped,
         Event::Stop,
         Event::Commit,
         Event::Clear,
+        Event::ResponseCreate,
     ];
 
     /// The message type it is (also its `event` in the log).
@@ -76,6 +79,7 @@ impl Event {
             Event::Stop => "stop",
             Event::Commit => "input_audio_buffer.commit",
             Event::Clear => "input_audio_buffer.clear",
+            Event::ResponseCreate => "response.create",
         }
     }
 

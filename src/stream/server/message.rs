@@ -97,6 +97,20 @@ pub(super) enum ClientMessage {
     /// OpenAI: the audio since the last commit or clear is dropped.
     #[serde(rename = "input_audio_buffer.clear")]
     Clear,
+    /// OpenAI: answer (with `--respond-with`).
+    #[serde(rename = "response.create")]
+    ResponseCreate {
+        /// The client's id of the event, echoed in an error about it.
+        #[serde(default)]
+        event_id: Value,
+    },
+    /// OpenAI: stop the answer in progress (barge-in).
+    #[serde(rename = "response.cancel")]
+    ResponseCancel {
+        /// The client's id of the event, echoed in an error about it.
+        #[serde(default)]
+        event_id: Value,
+    },
     /// A type the receiver does not know: logged, nothing more.
     #[serde(other)]
     Other,
@@ -198,6 +212,12 @@ impl Connection {
             }
             ClientMessage::Commit { event_id } => self.on_commit(s, value, event_id, out),
             ClientMessage::Clear => self.on_clear(s, value, out),
+            ClientMessage::ResponseCreate { event_id } => {
+                self.on_response_create(s, value, event_id, out)
+            }
+            ClientMessage::ResponseCancel { event_id } => {
+                self.on_response_cancel(s, value, event_id, out)
+            }
             ClientMessage::Other => s.log_client(&value, None, Map::new()),
         }
     }
@@ -298,6 +318,12 @@ mod tests {
         assert_eq!(
             parse(json!({"type": "conversation.item.create", "item": {}})),
             Some(ClientMessage::Other)
+        );
+        assert_eq!(
+            parse(json!({"type": "response.cancel", "event_id": "e1"})),
+            Some(ClientMessage::ResponseCancel {
+                event_id: json!("e1")
+            })
         );
         assert_eq!(parse(json!({"type": 0, "sample": 1})), None);
         assert_eq!(parse(json!({"type": null})), None);

@@ -5,6 +5,7 @@
 // hands each text message to `raw`, `openai` or `offsets`; `format` fixes the stream's
 // protocol and rate. `auth` checks the token and `owner` the resume keys during the
 // handshake; `limits` bounds what clients hold.
+mod answer;
 mod auth;
 mod connection;
 mod error;
@@ -41,6 +42,7 @@ use crate::stream::Token;
 use handshake::{Admission, Gate};
 use shared::{Reporter, Shared};
 
+pub use answer::{load_answer, ANSWER_DELTA_MS};
 pub use error::ServeError;
 pub use handshake::{valid_session_id, MAX_SESSION_ID_LEN};
 pub use limits::ServerLimits;
@@ -88,6 +90,7 @@ pub struct TlsFiles {
 ///     tls: None, // plain ws://: for a receiver on the same machine only
 ///     token: Token::from_env("CLEARVOX_SERVE_TOKEN"),
 ///     limits: ServerLimits::default(),
+///     respond_with: None, // or Some(Arc::new(load_answer(path)?)): see `load_answer`
 /// };
 /// assert_eq!(config.listen.port(), 8765);
 /// ```
@@ -105,6 +108,14 @@ pub struct ServerConfig {
     pub token: Option<Token>,
     /// What clients may hold of the receiver.
     pub limits: ServerLimits,
+    /// OpenAI protocol: answer every `response.create` with this recording (PCM16 mono
+    /// at 24 kHz, see [`load_answer`]) as a backend's spoken answer: `response.created`,
+    /// `response.output_audio.delta` events of [`ANSWER_DELTA_MS`] at twice real time,
+    /// `response.output_audio.done`, `response.done`; a `response.cancel` stops it
+    /// (`response.done` with status `cancelled`). A commit alone is not answered (no
+    /// server VAD: the client asks, as with OpenAI's `turn_detection: null`). `None`:
+    /// `response.create` is only logged.
+    pub respond_with: Option<Arc<Vec<i16>>>,
 }
 
 /// The reference receiver, bound and ready to [`run`](Server::run).
@@ -119,6 +130,7 @@ pub struct ServerConfig {
 ///     tls: None,
 ///     token: None,
 ///     limits: Default::default(),
+///     respond_with: None,
 /// })
 /// .expect("a free port");
 /// assert!(server.local_addr().port() != 0);
@@ -143,6 +155,7 @@ impl fmt::Debug for Server {
             .field("out", &self.gate.out)
             .field("token", &self.gate.token.is_some())
             .field("limits", &self.gate.limits)
+            .field("respond_with", &self.gate.answer.as_ref().map(|a| a.len()))
             .finish()
     }
 }
@@ -191,6 +204,7 @@ impl Server {
                 out: config.out,
                 token,
                 limits: config.limits,
+                answer: config.respond_with,
             }),
             reporter: None,
         })

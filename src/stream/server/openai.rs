@@ -99,7 +99,11 @@ impl Connection {
 
     /// The stream offset an OpenAI buffer event (`kind`) applies at, or `None` when the
     /// same event at the same offset was handled before: a resend after a reconnect.
-    fn buffer_event_at(&mut self, s: &mut Session, kind: Event) -> std::io::Result<Option<u64>> {
+    pub(super) fn buffer_event_at(
+        &mut self,
+        s: &mut Session,
+        kind: Event,
+    ) -> std::io::Result<Option<u64>> {
         if self.protocol.is_none() {
             self.detect(s, Protocol::Openai, None, false)?;
         }
@@ -172,19 +176,19 @@ impl Connection {
 }
 
 /// A fresh id for server events and items, e.g. `event_18f3a2b4c5d0007`.
-fn new_id(prefix: &str) -> String {
+pub(super) fn new_id(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}_{:x}{n:04x}", unix_ms())
 }
 
 /// The text message of a server event.
-fn json_message(event: &Value) -> Message {
+pub(super) fn json_message(event: &Value) -> Message {
     Message::text(event.to_string())
 }
 
 /// An OpenAI `error` server event about the client event whose id is `event_id`.
-fn openai_error(code: &str, message: &str, event_id: Value) -> Message {
+pub(super) fn openai_error(code: &str, message: &str, event_id: Value) -> Message {
     json_message(&json!({
         "type": "error",
         "event_id": new_id("event"),

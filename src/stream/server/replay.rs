@@ -149,7 +149,14 @@ impl Replay {
             Some("gap") => return self.gap(v),
             Some(CLIENT_LINE) => return self.client(v),
             Some(PROTOCOL_ERROR_LINE) => s.client_lines = s.client_lines.saturating_add(1),
-            Some(VERSION_LINE | "disconnected" | "recovered" | LEGACY_LINE) => {}
+            Some(
+                VERSION_LINE
+                | "disconnected"
+                | "recovered"
+                | LEGACY_LINE
+                | super::answer::RESPONSE_LINE
+                | super::answer::RESPONSE_DONE_LINE,
+            ) => {}
             _ => return false,
         }
         true
