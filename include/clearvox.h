@@ -6,18 +6,24 @@
  * cv_*_new and go back through cv_*_free. Audio is interleaved float (±1.0) or int16_t,
  * any number of frames per call; output is mono at the pipeline's output rate.
  *
- * Threads. A pipeline has stream calls (cv_pipeline_process_f32/_i16, _flush,
- * _next_event, _reset), made by one thread at a time (a second at the same moment gets
- * CV_ERR_STATE), and control calls (cv_pipeline_set_config/_strength/_bypass, _info,
- * _output_frames_max), which any thread may make beside anything: an audio thread
- * processes while a control thread changes the configuration, handed over without a
- * lock. An engine is used by one thread at a time. cv_*_free runs when no other call on
- * the handle is under way. Each function's comment gives its rule.
+ * Threads. A pipeline has stream calls (cv_pipeline_process_f32/_i16,
+ * _push_render_f32/_i16, _set_render_format, _flush, _next_event, _reset), made by one
+ * thread at a time (a second at the same moment gets CV_ERR_STATE), and control calls
+ * (cv_pipeline_set_config/_strength/_bypass, _info, _render_stats, _output_frames_max),
+ * which any thread may make beside anything: an audio thread processes while a control
+ * thread changes the configuration, handed over without a lock. An engine is used by
+ * one thread at a time. cv_*_free runs when no other call on the handle is under way.
+ * Each function's comment gives its rule.
  *
- * Real-time. cv_pipeline_process_f32/_i16, _next_event, _info, _output_frames_max,
- * cv_last_error and cv_abi_version take no lock and, after their first call on a
- * thread, do not allocate (the DeepFilterNet3 denoiser's network excepted); the other
- * functions may do both.
+ * Real-time. cv_pipeline_process_f32/_i16, _push_render_f32/_i16, _next_event, _info,
+ * _render_stats, _output_frames_max, cv_last_error and cv_abi_version take no lock and,
+ * after their first call on a thread, do not allocate (the DeepFilterNet3 denoiser's
+ * network excepted); the other functions may do both.
+ *
+ * Echo. With `[echo] enabled = true` in the configuration, the pipeline cancels the
+ * echo of what the loudspeaker played: declare its format once
+ * (cv_pipeline_set_render_format) and, on the processing thread, push each stretch of
+ * it (cv_pipeline_push_render_f32/_i16) before processing the capture of that moment.
  */
 
 #ifndef CLEARVOX_H
@@ -27,7 +33,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
-#define CV_ABI_VERSION 3
+#define CV_ABI_VERSION 4
 
 // What a function did.
 typedef enum CvStatus {
@@ -188,6 +194,21 @@ enum CvStatus cv_pipeline_info(const struct CvPipeline *p,
                                uint32_t *latency,
                                uint32_t *output_rate);
 
+// The render input's counts (see [`cv_pipeline_set_render_format`]), as of the latest
+// stream call: `underruns`, the captured 10 ms frames that found the render short
+// (silence stood in for the missing part), and `overruns`, the render samples (at
+// 48 kHz) forgotten because more than 2 s were queued. Both count from the latest
+// render format, configuration change or reset, and stay 0 while no render is pushed
+// or the configuration has no echo canceller.
+//
+// Threads: any, beside any call; real-time safe (no lock, no allocation).
+//
+// # Safety
+// `p` is NULL or a live pipeline; each out-pointer is NULL or valid for a write.
+enum CvStatus cv_pipeline_render_stats(const struct CvPipeline *p,
+                                       uint64_t *underruns,
+                                       uint64_t *overruns);
+
 // Sets the wet/dry mix (0 dry … 1 enhanced), with a 10 ms cross-fade, from the next
 // stream call on.
 //
@@ -208,10 +229,12 @@ enum CvStatus cv_pipeline_set_strength(struct CvPipeline *p, float strength);
 enum CvStatus cv_pipeline_set_bypass(struct CvPipeline *p, uint32_t bypass);
 
 // Changes the configuration while running (a preset name, TOML or JSON), with a 10 ms
-// cross-fade from the old to the new; input rate, channels and output rate stay, and
-// the configuration's strength and bypass replace those set before. It builds the new
-// pipeline here, warmed on the latest 200 ms of input, and hands it over without a
-// lock: the next stream call takes it, without allocating.
+// cross-fade from the old to the new; input rate, channels, output rate and the render
+// format ([`cv_pipeline_set_render_format`]) stay, and the configuration's strength and
+// bypass replace those set before. It builds the new pipeline here, warmed on the
+// latest 200 ms of input, and hands it over without a lock: the next stream call takes
+// it, without allocating. The new pipeline's echo canceller starts afresh, with the
+// render pushed from then on (during the cross-fade the old pipeline gets none).
 //
 // Threads: any, beside any call: the control thread of an app whose audio thread
 // processes. It allocates and takes a lock among control calls: not for an audio
@@ -254,6 +277,54 @@ enum CvStatus cv_pipeline_process_i16(struct CvPipeline *p,
                                       float *output,
                                       uintptr_t capacity,
                                       uintptr_t *written);
+
+// Declares the format of the render input (what the loudspeaker plays, for the echo
+// canceller of a configuration with `[echo] enabled = true`): interleaved `channels`
+// channels (1 to 8) at `rate` Hz. Before any call, it is mono at the input rate. A rate
+// or channel count outside what the pipeline accepts is refused with `CV_ERR_CONFIG`.
+// Render queued and not yet used is dropped, and the render counts start again. The
+// format holds for the life of the handle: a configuration change, before or after
+// this call, keeps it, as does a reset.
+//
+// Threads: a stream call (as [`cv_pipeline_process_f32`]); it also takes the lock of
+// the control calls. It allocates: when the stream starts or the playback device
+// changes, not in an audio callback.
+//
+// # Safety
+// `p` is NULL or a live pipeline.
+enum CvStatus cv_pipeline_set_render_format(struct CvPipeline *p, uint32_t rate, uint32_t channels);
+
+// Gives the echo canceller `frames` interleaved `f32` frames of what the loudspeaker
+// played, in the format of [`cv_pipeline_set_render_format`], before the capture they
+// may be heard in is processed. Render and capture are taken to be on one clock: push
+// each stretch of render as it is played, beside the capture of the same moment (the
+// canceller finds the acoustic delay itself). Render missing when a captured frame
+// needs it is silence, more than 2 s queued forgets the oldest
+// ([`cv_pipeline_render_stats`] counts both); without an echo canceller in the
+// configuration, the render is checked and ignored. `frames` may be 0.
+//
+// Threads: a stream call (as [`cv_pipeline_process_f32`]): the thread that processes,
+// or another that never calls at the same moment (a playback callback on another
+// thread queues its render for the processing thread). Real-time safe: no lock, and no
+// allocation after its first call on the thread.
+//
+// # Safety
+// `p` is NULL or a live pipeline; `render` NULL or holding `frames × channels` floats
+// of the render format.
+enum CvStatus cv_pipeline_push_render_f32(struct CvPipeline *p,
+                                          const float *render,
+                                          uintptr_t frames);
+
+// As [`cv_pipeline_push_render_f32`], for `int16_t` render.
+//
+// Threads: as [`cv_pipeline_push_render_f32`].
+//
+// # Safety
+// As [`cv_pipeline_push_render_f32`], with `render` holding `frames × channels`
+// `int16_t`.
+enum CvStatus cv_pipeline_push_render_i16(struct CvPipeline *p,
+                                          const int16_t *render,
+                                          uintptr_t frames);
 
 // Drains the tail of the stream into `output`; `written` gets its length. If the tail
 // does not fit, the call returns `CV_ERR_OUTPUT_TOO_SMALL`, sets `written` to the room

@@ -9,6 +9,11 @@ mod support;
 #[path = "c_abi/misuse.rs"]
 mod misuse;
 
+/// The render input of the echo canceller: the Rust result, refusals, configuration
+/// changes.
+#[path = "c_abi/render.rs"]
+mod render;
+
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,6 +63,7 @@ fn the_committed_header_is_up_to_date() {
     );
     for name in [
         "cv_pipeline_new",
+        "cv_pipeline_push_render_f32",
         "cv_engine_poll_frame",
         "CV_ERR_PANIC",
         "CvVadEvent",

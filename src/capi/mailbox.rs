@@ -82,6 +82,29 @@ impl Mailbox {
         self.inbox.store(Box::into_raw(change), Release);
     }
 
+    /// Control side, under [`Mailbox::control`]: changes the pending change, if there
+    /// is one, where it waits (nothing is posted when none is pending). For a stream
+    /// call (which alone takes changes) that holds the control lock as well: it brings
+    /// a pipeline built before its own change up to date (the render format).
+    pub fn amend_pending<T>(
+        &self,
+        _control: &MutexGuard<'_, ()>,
+        amend: impl FnOnce(&mut Change) -> T,
+    ) -> Option<T> {
+        let pending = self.inbox.swap(null_mut(), Acquire);
+        if pending.is_null() {
+            return None;
+        }
+        // SAFETY: as in `post`: a pointer from `Box::into_raw`, taken back by this swap
+        // alone while the control lock is held.
+        let mut change = unsafe { Box::from_raw(pending) };
+        let result = amend(&mut change);
+        // As in `post`: only a control-lock holder stores, and the inbox is NULL since
+        // the swap above.
+        self.inbox.store(Box::into_raw(change), Release);
+        Some(result)
+    }
+
     /// Processing side: takes the pending change, if any. No heap operation.
     pub fn take(&self) -> Option<Box<Change>> {
         let pending = self.inbox.swap(null_mut(), Acquire);

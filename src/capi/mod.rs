@@ -8,12 +8,13 @@
 //! - Handles are created by `*_new` functions and freed by the matching `*_free`
 //!   (freeing NULL is allowed), when no other call on them is under way.
 //! - Threads: each function's documentation says which calls may run beside which.
-//!   A pipeline has stream calls (processing, flush, events, reset), made by one thread
-//!   at a time, and control calls (configuration, strength, bypass, queries), made from
-//!   any thread at any time; an engine is used by one thread at a time. A call that
-//!   would break the rule is refused with `CV_ERR_STATE` where the library can see it.
-//! - Real-time: the pipeline's processing, event and query calls take no lock and,
-//!   after their first call on a thread, do not allocate (DeepFilterNet3's network
+//!   A pipeline has stream calls (processing, render input, flush, events, reset),
+//!   made by one thread at a time, and control calls (configuration, strength, bypass,
+//!   queries), made from any thread at any time; an engine is used by one thread at a
+//!   time. A call that would break the rule is refused with `CV_ERR_STATE` where the
+//!   library can see it.
+//! - Real-time: the pipeline's processing, render, event and query calls take no lock
+//!   and, after their first call on a thread, do not allocate (DeepFilterNet3's network
 //!   excepted); the others may do both and belong on a control thread.
 //! - Null pointers and lengths that do not fit are rejected with `CV_ERR_INVALID_ARGUMENT`,
 //!   never dereferenced; no panic crosses the boundary (each entry point catches them and
@@ -53,8 +54,9 @@ use crate::config::{Config, Preset};
 /// The version of this C ABI; it changes when a function's name or signature, a struct,
 /// or what a call does in a way a caller can see, does (3: the threading rules, flush
 /// keeping a tail that did not fit, overlapping buffers refused, the room needed
-/// reported on `CV_ERR_OUTPUT_TOO_SMALL`).
-pub const CV_ABI_VERSION: u32 = 3;
+/// reported on `CV_ERR_OUTPUT_TOO_SMALL`; 4: the render input of the echo canceller,
+/// `cv_pipeline_set_render_format`, `_push_render_f32/_i16` and `_render_stats`).
+pub const CV_ABI_VERSION: u32 = 4;
 
 /// What a function did.
 #[cfg_attr(

@@ -8,12 +8,14 @@ use std::cell::UnsafeCell;
 use std::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
 use super::mailbox::Mailbox;
 use super::stream::Stream;
 #[cfg(doc)]
-use super::stream::{cv_pipeline_process_f32, cv_pipeline_process_i16};
+use super::stream::{
+    cv_pipeline_process_f32, cv_pipeline_process_i16, cv_pipeline_set_render_format,
+};
 use super::{config_error, entry, invalid, parse_config, put, text, CvResult, CvStatus};
 use crate::config::Config;
 use crate::dsp::vad::{VadEvent, VadEventKind};
@@ -138,6 +140,25 @@ pub struct CvPipeline {
     builder: SwapBuilder,
     /// The latency of the latest configuration, output samples.
     latency: AtomicU32,
+    /// The render format (rate and channels, [`render_format`]) that every pipeline of
+    /// this handle gets: written under the control lock by the stream call that sets it,
+    /// read under that lock by the control call that builds a new pipeline.
+    pub(super) render_format: AtomicU64,
+    /// The running pipeline's render underruns, as of the latest stream call.
+    pub(super) render_underruns: AtomicU64,
+    /// The running pipeline's render overruns, as of the latest stream call.
+    pub(super) render_overruns: AtomicU64,
+}
+
+/// A render format packed for [`CvPipeline::render_format`].
+pub(super) fn pack_render_format(rate: u32, channels: u32) -> u64 {
+    (u64::from(rate) << 32) | u64::from(channels)
+}
+
+/// The render format of a handle: rate in Hz, channels.
+fn render_format(p: &CvPipeline) -> (u32, usize) {
+    let packed = p.render_format.load(Relaxed);
+    ((packed >> 32) as u32, (packed & 0xffff_ffff) as usize)
 }
 
 // SAFETY: `stream` is touched only by the stream call that set `busy` (an atomic flag
@@ -156,6 +177,10 @@ impl CvPipeline {
             stream: UnsafeCell::new(Stream::new(hot)),
             busy: AtomicBool::new(false),
             mailbox: Mailbox::default(),
+            // The pipeline's own default: mono at the input rate.
+            render_format: AtomicU64::new(pack_render_format(input_rate, 1)),
+            render_underruns: AtomicU64::new(0),
+            render_overruns: AtomicU64::new(0),
         })
     }
 }
@@ -265,6 +290,38 @@ pub unsafe extern "C" fn cv_pipeline_info(
     })
 }
 
+/// The render input's counts (see [`cv_pipeline_set_render_format`]), as of the latest
+/// stream call: `underruns`, the captured 10 ms frames that found the render short
+/// (silence stood in for the missing part), and `overruns`, the render samples (at
+/// 48 kHz) forgotten because more than 2 s were queued. Both count from the latest
+/// render format, configuration change or reset, and stay 0 while no render is pushed
+/// or the configuration has no echo canceller.
+///
+/// Threads: any, beside any call; real-time safe (no lock, no allocation).
+///
+/// # Safety
+/// `p` is NULL or a live pipeline; each out-pointer is NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn cv_pipeline_render_stats(
+    p: *const CvPipeline,
+    underruns: *mut u64,
+    overruns: *mut u64,
+) -> CvStatus {
+    entry(|| {
+        // SAFETY: NULL or live, as documented.
+        let p = unsafe { pipeline(p) }?;
+        if !underruns.is_null() {
+            // SAFETY: non-null and valid for a write, as documented.
+            unsafe { underruns.write(p.render_underruns.load(Relaxed)) };
+        }
+        if !overruns.is_null() {
+            // SAFETY: as above.
+            unsafe { overruns.write(p.render_overruns.load(Relaxed)) };
+        }
+        Ok(())
+    })
+}
+
 /// Sets the wet/dry mix (0 dry … 1 enhanced), with a 10 ms cross-fade, from the next
 /// stream call on.
 ///
@@ -306,10 +363,12 @@ pub unsafe extern "C" fn cv_pipeline_set_bypass(p: *mut CvPipeline, bypass: u32)
 }
 
 /// Changes the configuration while running (a preset name, TOML or JSON), with a 10 ms
-/// cross-fade from the old to the new; input rate, channels and output rate stay, and
-/// the configuration's strength and bypass replace those set before. It builds the new
-/// pipeline here, warmed on the latest 200 ms of input, and hands it over without a
-/// lock: the next stream call takes it, without allocating.
+/// cross-fade from the old to the new; input rate, channels, output rate and the render
+/// format ([`cv_pipeline_set_render_format`]) stay, and the configuration's strength and
+/// bypass replace those set before. It builds the new pipeline here, warmed on the
+/// latest 200 ms of input, and hands it over without a lock: the next stream call takes
+/// it, without allocating. The new pipeline's echo canceller starts afresh, with the
+/// render pushed from then on (during the cross-fade the old pipeline gets none).
 ///
 /// Threads: any, beside any call: the control thread of an app whose audio thread
 /// processes. It allocates and takes a lock among control calls: not for an audio
@@ -327,9 +386,15 @@ pub unsafe extern "C" fn cv_pipeline_set_config(
         let p = unsafe { pipeline(p) }?;
         // SAFETY: NULL or NUL-terminated, as documented.
         let cfg = parse_config(unsafe { text(config, "config") }?)?;
-        let next = p.builder.build(&cfg).map_err(config_error)?;
+        let mut next = p.builder.build(&cfg).map_err(config_error)?;
         let latency = next.latency() as u32;
         let control = p.mailbox.control();
+        // Under the lock, so that a render format set meanwhile either is read here or
+        // finds this pipeline pending and amends it (`cv_pipeline_set_render_format`).
+        // This also lines the new pipeline's render up with its capture from here on.
+        let (rate, channels) = render_format(p);
+        next.set_render_format(rate, channels)
+            .map_err(config_error)?;
         p.latency.store(latency, Relaxed);
         p.mailbox.post(&control, |c| {
             c.pipeline = Some(next);

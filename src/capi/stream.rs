@@ -1,14 +1,17 @@
-//! The stream calls of a [`CvPipeline`]: processing, flush, events and reset. One thread
-//! makes them at a time (a second at the same moment is refused with `CV_ERR_STATE`);
-//! each first takes over the configuration changes the control calls posted.
+//! The stream calls of a [`CvPipeline`]: processing, the render input of the echo
+//! canceller, flush, events and reset. One thread makes them at a time (a second at the
+//! same moment is refused with `CV_ERR_STATE`); each first takes over the configuration
+//! changes the control calls posted.
 
-use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use super::mailbox::{Change, Mailbox};
 #[cfg(doc)]
-use super::pipeline::cv_pipeline_output_frames_max;
-use super::pipeline::pipeline;
-use super::{entry, invalid, overlap, put, slice, slice_mut, CvResult, CvStatus, Failure};
+use super::pipeline::{cv_pipeline_output_frames_max, cv_pipeline_render_stats};
+use super::pipeline::{pack_render_format, pipeline};
+use super::{
+    config_error, entry, invalid, overlap, put, slice, slice_mut, CvResult, CvStatus, Failure,
+};
 use super::{CvPipeline, CvVadEvent};
 use crate::pipeline::HotSwap;
 
@@ -112,6 +115,10 @@ unsafe fn stream_call<T>(
     stream.take_changes(&p.mailbox);
     let result = body(stream);
     stream.give_back_retired(&p.mailbox);
+    let running = stream.hot.pipeline();
+    p.render_underruns
+        .store(running.render_underruns(), Relaxed);
+    p.render_overruns.store(running.render_overruns(), Relaxed);
     result
 }
 
@@ -204,6 +211,123 @@ unsafe fn process<S: crate::dsp::convert::PcmSample>(
                 }
                 Err(e) => Err(Failure(CvStatus::CV_ERR_PROCESSING, e.to_string())),
             }
+        })
+    }
+}
+
+/// Declares the format of the render input (what the loudspeaker plays, for the echo
+/// canceller of a configuration with `[echo] enabled = true`): interleaved `channels`
+/// channels (1 to 8) at `rate` Hz. Before any call, it is mono at the input rate. A rate
+/// or channel count outside what the pipeline accepts is refused with `CV_ERR_CONFIG`.
+/// Render queued and not yet used is dropped, and the render counts start again. The
+/// format holds for the life of the handle: a configuration change, before or after
+/// this call, keeps it, as does a reset.
+///
+/// Threads: a stream call (as [`cv_pipeline_process_f32`]); it also takes the lock of
+/// the control calls. It allocates: when the stream starts or the playback device
+/// changes, not in an audio callback.
+///
+/// # Safety
+/// `p` is NULL or a live pipeline.
+#[no_mangle]
+pub unsafe extern "C" fn cv_pipeline_set_render_format(
+    p: *mut CvPipeline,
+    rate: u32,
+    channels: u32,
+) -> CvStatus {
+    entry(|| {
+        // SAFETY: NULL or live, as documented.
+        let handle = unsafe { pipeline(p) }?;
+        // SAFETY: the caller's contract.
+        unsafe {
+            stream_call(p, |s| {
+                let channels_n = channels as usize;
+                let control = handle.mailbox.control();
+                s.hot
+                    .pipeline_mut()
+                    .set_render_format(rate, channels_n)
+                    .map_err(config_error)?;
+                // A pipeline that a configuration change built before this call, still
+                // waiting for the next stream call, gets the format too.
+                handle
+                    .mailbox
+                    .amend_pending(&control, |change| match change.pipeline.as_mut() {
+                        Some(next) => next.set_render_format(rate, channels_n),
+                        None => Ok(()),
+                    })
+                    .transpose()
+                    .map_err(config_error)?;
+                handle
+                    .render_format
+                    .store(pack_render_format(rate, channels), Relaxed);
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Gives the echo canceller `frames` interleaved `f32` frames of what the loudspeaker
+/// played, in the format of [`cv_pipeline_set_render_format`], before the capture they
+/// may be heard in is processed. Render and capture are taken to be on one clock: push
+/// each stretch of render as it is played, beside the capture of the same moment (the
+/// canceller finds the acoustic delay itself). Render missing when a captured frame
+/// needs it is silence, more than 2 s queued forgets the oldest
+/// ([`cv_pipeline_render_stats`] counts both); without an echo canceller in the
+/// configuration, the render is checked and ignored. `frames` may be 0.
+///
+/// Threads: a stream call (as [`cv_pipeline_process_f32`]): the thread that processes,
+/// or another that never calls at the same moment (a playback callback on another
+/// thread queues its render for the processing thread). Real-time safe: no lock, and no
+/// allocation after its first call on the thread.
+///
+/// # Safety
+/// `p` is NULL or a live pipeline; `render` NULL or holding `frames × channels` floats
+/// of the render format.
+#[no_mangle]
+pub unsafe extern "C" fn cv_pipeline_push_render_f32(
+    p: *mut CvPipeline,
+    render: *const f32,
+    frames: usize,
+) -> CvStatus {
+    // SAFETY: forwarded with the same contract.
+    entry(|| unsafe { push_render(p, render, frames) })
+}
+
+/// As [`cv_pipeline_push_render_f32`], for `int16_t` render.
+///
+/// Threads: as [`cv_pipeline_push_render_f32`].
+///
+/// # Safety
+/// As [`cv_pipeline_push_render_f32`], with `render` holding `frames × channels`
+/// `int16_t`.
+#[no_mangle]
+pub unsafe extern "C" fn cv_pipeline_push_render_i16(
+    p: *mut CvPipeline,
+    render: *const i16,
+    frames: usize,
+) -> CvStatus {
+    // SAFETY: forwarded with the same contract.
+    entry(|| unsafe { push_render(p, render, frames) })
+}
+
+/// # Safety
+/// As [`cv_pipeline_push_render_f32`].
+unsafe fn push_render<S: crate::dsp::convert::PcmSample>(
+    p: *mut CvPipeline,
+    render: *const S,
+    frames: usize,
+) -> CvResult {
+    // SAFETY (all): the caller's contract.
+    unsafe {
+        stream_call(p, |s| {
+            let running = s.hot.pipeline_mut();
+            let len = frames
+                .checked_mul(running.render_channels())
+                .ok_or_else(|| invalid("frames × channels overflows"))?;
+            let render = slice(render, len, "render")?;
+            running
+                .push_render(render)
+                .map_err(|e| Failure(CvStatus::CV_ERR_PROCESSING, e.to_string()))
         })
     }
 }

@@ -69,25 +69,41 @@ fn a_control_thread_changes_the_configuration_while_another_processes() {
     in_child_process("misuse::process_and_set_config_on_two_threads");
 }
 
-/// The documented use: the audio thread processes 10 ms chunks while a control thread
-/// changes the configuration, strength and bypass, a few thousand calls in all (and
-/// tries a stream call of its own, which is done or refused, never run beside the
-/// other).
+/// The documented use: the audio thread pushes render and processes 10 ms chunks while
+/// a control thread changes the configuration, strength and bypass, a few thousand
+/// calls in all (and tries stream calls of its own, taking an event or setting the
+/// render format, which are done or refused, never run beside the other's).
 #[test]
 #[ignore = "run in a child process by the test above"]
 fn process_and_set_config_on_two_threads() {
     const CHANGES: usize = 600;
     let p = Shared(new_pipeline(c"voice-chat", 48_000, 1));
     let done = AtomicBool::new(false);
-    let configs = [c"low-cpu", c"bypass", c"voice-chat", c"max-quality"];
+    let configs = [
+        c"low-cpu",
+        c"bypass",
+        c"voice-chat",
+        c"max-quality",
+        cr#"{"preset":"low-cpu","echo":{"enabled":true}}"#,
+    ];
     std::thread::scope(|s| {
         let audio = s.spawn(|| {
             let input = tone(480, 48_000.0);
+            // 10 ms of render in either format the control thread sets (160 frames of
+            // 16 kHz stereo, or 480 of 48 kHz mono).
+            let render = tone(480, 16_000.0);
             // SAFETY: a live pipeline.
             let cap = unsafe { cv_pipeline_output_frames_max(p.ptr(), input.len()) };
             let mut out = vec![0.0f32; cap];
             let (mut calls, mut samples, mut refused) = (0u64, 0usize, 0u64);
             while !done.load(Ordering::Acquire) || calls < 100 {
+                // SAFETY: as below; `render` holds 480 floats.
+                let status = unsafe { cv_pipeline_push_render_f32(p.ptr(), render.as_ptr(), 160) };
+                if status == CvStatus::CV_ERR_STATE {
+                    refused += 1;
+                    continue;
+                }
+                assert_eq!(status, CvStatus::CV_OK, "{}", last_error());
                 let mut written = 0;
                 // SAFETY: valid buffers of the stated lengths; only this thread makes
                 // stream calls on `p`.
@@ -145,13 +161,27 @@ fn process_and_set_config_on_two_threads() {
                     CvStatus::CV_OK
                 );
                 assert_eq!(rate, 48_000);
+                // Another stream call, which the waiting configuration must follow.
+                if i % 5 == 2 {
+                    let (rate, channels) = if i % 2 == 0 { (16_000, 2) } else { (48_000, 1) };
+                    let status = cv_pipeline_set_render_format(p.ptr(), rate, channels);
+                    assert!(
+                        status == CvStatus::CV_OK || status == CvStatus::CV_ERR_STATE,
+                        "{status:?}"
+                    );
+                }
+                let mut underruns = 0;
+                assert_eq!(
+                    cv_pipeline_render_stats(p.ptr(), &mut underruns, null_mut()),
+                    CvStatus::CV_OK
+                );
             }
         }
         done.store(true, Ordering::Release);
         let (calls, samples, refused) = audio.join().expect("the audio thread does not panic");
         eprintln!(
             "{CHANGES} changes beside {calls} process calls ({samples} samples, \
-             {refused} refused while the control thread took an event)"
+             {refused} refused while the control thread made a stream call)"
         );
         assert!(samples > 0);
     });

@@ -223,3 +223,96 @@ fn the_c_abi_processes_without_touching_the_heap() {
         "heap operations before and after a configuration change"
     );
 }
+
+/// The render input of the echo canceller through the C ABI, on the thread that
+/// processes, after one call to warm it up: pushing render (`f32` and `int16_t`, 24 kHz
+/// stereo beside 48 kHz capture, in step with odd chunk sizes), processing with the
+/// canceller at work and the render counts touch no heap, before and after a
+/// configuration change that keeps the render format.
+#[cfg(feature = "capi")]
+#[test]
+fn the_c_abi_render_input_and_processing_do_not_touch_the_heap() {
+    use clearvox::capi::*;
+    use std::ptr::null_mut;
+
+    struct Handle(*mut CvPipeline);
+    // SAFETY: the handle is used by one thread at a time.
+    unsafe impl Send for Handle {}
+
+    let (x, rate, ch) = load(&testdata("noisy/us_male__cafe__snr5__48k_f32.wav"));
+    assert_eq!(ch, 1);
+    // The loudspeaker: stereo noise at 24 kHz, one render frame per two captured.
+    let far = white_noise(x.len() / 2, 0.2, 7);
+    let render: Vec<f32> = far.iter().flat_map(|&s| [s, -s]).collect();
+    let render_i16: Vec<i16> = render.iter().map(|v| (v * 32_767.0) as i16).collect();
+    let sizes = random_chunks(x.len(), 2_000, 9);
+    let mut p = null_mut();
+    let echo = cr#"{"preset":"voice-chat","echo":{"enabled":true}}"#;
+    // SAFETY: a NUL-terminated configuration and a valid out-pointer.
+    let status = unsafe { cv_pipeline_new(echo.as_ptr(), rate, 1, &mut p) };
+    assert_eq!(status, CvStatus::CV_OK);
+    let handle = Handle(p);
+    let ops = std::thread::spawn(move || {
+        let p = handle;
+        // SAFETY (every call): a live pipeline, buffers of the stated lengths, used by
+        // this thread alone.
+        assert_eq!(
+            unsafe { cv_pipeline_set_render_format(p.0, 24_000, 2) },
+            CvStatus::CV_OK
+        );
+        let cap = unsafe { cv_pipeline_output_frames_max(p.0, 2_000) };
+        let mut out = vec![0.0f32; cap];
+        let run = |range: std::ops::Range<usize>, out: &mut [f32]| {
+            let mut at: usize = sizes[..range.start].iter().sum();
+            for (k, &n) in sizes[range].iter().enumerate() {
+                let (from, to) = (at / 2, (at + n) / 2);
+                let status = unsafe {
+                    if k % 2 == 0 {
+                        cv_pipeline_push_render_f32(p.0, render[2 * from..].as_ptr(), to - from)
+                    } else {
+                        cv_pipeline_push_render_i16(p.0, render_i16[2 * from..].as_ptr(), to - from)
+                    }
+                };
+                assert_eq!(status, CvStatus::CV_OK);
+                let mut written = 0;
+                let status = unsafe {
+                    cv_pipeline_process_f32(
+                        p.0,
+                        x[at..].as_ptr(),
+                        n,
+                        out.as_mut_ptr(),
+                        cap,
+                        &mut written,
+                    )
+                };
+                assert_eq!(status, CvStatus::CV_OK);
+                let (mut under, mut over) = (0, 0);
+                assert_eq!(
+                    unsafe { cv_pipeline_render_stats(p.0, &mut under, &mut over) },
+                    CvStatus::CV_OK
+                );
+                assert!(unsafe { *cv_last_error() } == 0);
+                at += n;
+            }
+        };
+        let third = sizes.len() / 3;
+        run(0..2, &mut out);
+        let ((), before) = count_on_this_thread(|| run(2..third, &mut out));
+        // A configuration change (outside the count, as a control thread would make
+        // it), taken over by the next stream call with the render format kept.
+        unsafe {
+            let next = cr#"{"preset":"low-cpu","echo":{"enabled":true}}"#;
+            assert_eq!(cv_pipeline_set_config(p.0, next.as_ptr()), CvStatus::CV_OK);
+        }
+        let ((), after) = count_on_this_thread(|| run(third..sizes.len(), &mut out));
+        unsafe { cv_pipeline_free(p.0) };
+        (before.total(), after.total())
+    })
+    .join()
+    .expect("the processing thread does not panic");
+    assert_eq!(
+        ops,
+        (0, 0),
+        "heap operations before and after a configuration change"
+    );
+}
