@@ -29,6 +29,7 @@ pub(super) struct EchoPath {
     mic_energy: f32,
     /// Partition whose gradient constraint is applied next (one per block).
     next_constrained: usize,
+    step: f32,
 }
 
 /// Which filter an estimate is taken with.
@@ -49,6 +50,7 @@ impl EchoPath {
             bg_energy: 0.0,
             mic_energy: 0.0,
             next_constrained: 0,
+            step: STEP,
         }
     }
 
@@ -88,10 +90,11 @@ impl EchoPath {
         power: &[f32],
     ) {
         for p in 0..self.parts {
+            let step = self.step;
             let x = render(p);
             let wp = &mut self.background[p * self.bins..(p + 1) * self.bins];
             for (((w, x), e), s) in wp.iter_mut().zip(x).zip(error).zip(power) {
-                *w += x.conj() * e * (STEP / s);
+                *w += x.conj() * e * (step / s);
             }
         }
     }

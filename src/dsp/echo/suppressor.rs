@@ -29,6 +29,17 @@ const WINDOW: usize = 2 * HOP;
 pub(super) const BINS: usize = WINDOW / 2 + 1;
 /// The delay the suppressor adds, samples.
 pub(super) const LATENCY: usize = WINDOW - HOP;
+/// Step of the running medians per hop (about 13 dB a second at most).
+const MEDIAN_STEP: f32 = 1.015;
+/// Bins (100 Hz each) where the near end's voice is looked for, and how much more than
+/// the echo explains an error bin must hold to count as the near end's.
+const NEAR_FIRST_BIN: usize = 3;
+const NEAR_LAST_BIN: usize = 40;
+const NEAR_RATIO: f32 = 3.0;
+/// Hops the near end counts as talking after it was last seen (150 ms).
+const NEAR_HANGOVER_HOPS: u32 = 30;
+/// How much harder the suppressor works while only the far end talks.
+const FAR_ONLY_OVERDRIVE: f32 = 2.0;
 /// Decay of the residual per hop: a reverberation of RT60 ≈ 0.3 s.
 const TAIL_DECAY: f32 = 0.83;
 
@@ -47,12 +58,18 @@ pub(super) struct Suppressor {
     error_power: Vec<f32>,
     echo_power: Vec<f32>,
     leak: Vec<f32>,
+    /// The lower envelopes of the leak and of the path gain: the residual estimate while
+    /// the near end talks, when over-estimating it would cost the user's voice.
+    leak_low: Vec<f32>,
+    path_gain_low: Vec<f32>,
     /// Error power per unit of the render model: the whole echo path's gain where the
     /// linear filter has not converged (yet).
     path_gain: Vec<f32>,
     model_power: Vec<f32>,
     residual: Vec<f32>,
     gain: Vec<f32>,
+    /// Hops left in which the near end counts as talking.
+    near_hops: u32,
     overdrive: f32,
     floor: f32,
 }
@@ -90,9 +107,12 @@ impl Suppressor {
             echo_power: vec![0.0; BINS],
             leak: vec![1.0; BINS],
             path_gain: vec![0.0; BINS],
+            leak_low: vec![1.0; BINS],
+            path_gain_low: vec![0.0; BINS],
             model_power: vec![0.0; BINS],
             residual: vec![0.0; BINS],
             gain: vec![1.0; BINS],
+            near_hops: 0,
             overdrive: 2.0 * strength,
             floor: if strength > 0.0 {
                 crate::dsp::db_to_gain(-30.0 * strength)
@@ -162,29 +182,66 @@ impl Suppressor {
         if self.overdrive == 0.0 {
             return;
         }
+        // First the residual the echo model explains, and whether the error holds more
+        // than that in many bins: the near end talking.
+        let mut loud = 0;
         for k in 0..BINS {
             let pe = self.error_spec[k].norm_sqr();
             let py = self.echo_spec[k].norm_sqr();
             self.error_power[k] = 0.6 * self.error_power[k] + 0.4 * pe;
             self.echo_power[k] = 0.6 * self.echo_power[k] + 0.4 * py;
             self.model_power[k] = 0.6 * self.model_power[k] + 0.4 * model[k];
+            let explained =
+                (self.leak[k] * self.echo_power[k]).max(self.path_gain[k] * self.model_power[k]);
+            if (NEAR_FIRST_BIN..NEAR_LAST_BIN).contains(&k)
+                && self.error_power[k] > NEAR_RATIO * explained + 1e-9
+            {
+                loud += 1;
+            }
+        }
+        if loud * 4 > NEAR_LAST_BIN - NEAR_FIRST_BIN {
+            self.near_hops = NEAR_HANGOVER_HOPS;
+        } else {
+            self.near_hops = self.near_hops.saturating_sub(1);
+        }
+        let near = self.near_hops > 0;
+        let overdrive = if near {
+            self.overdrive
+        } else {
+            FAR_ONLY_OVERDRIVE * self.overdrive
+        };
+        for k in 0..BINS {
             if learn && self.echo_power[k] > 1e-6 {
                 let ratio = (self.error_power[k] / self.echo_power[k]).min(1.0);
-                self.leak[k] = track_min(self.leak[k], ratio);
+                self.leak_low[k] = track_min(self.leak_low[k], ratio);
+                if !near {
+                    self.leak[k] = track_median(self.leak[k], ratio, MEDIAN_STEP).min(1.0);
+                }
             }
             if learn && self.model_power[k] > 1e-9 {
                 let ratio = self.error_power[k] / self.model_power[k];
-                self.path_gain[k] = if self.path_gain[k] == 0.0 {
-                    ratio
+                if self.path_gain[k] == 0.0 {
+                    self.path_gain[k] = ratio;
+                    self.path_gain_low[k] = ratio;
                 } else {
-                    track_min(self.path_gain[k], ratio)
-                };
+                    self.path_gain_low[k] = track_min(self.path_gain_low[k], ratio);
+                    if !near {
+                        self.path_gain[k] = track_median(self.path_gain[k], ratio, MEDIAN_STEP);
+                    }
+                }
             }
-            let residual = (self.leak[k] * py)
-                .max(self.path_gain[k] * model[k])
+            let pe = self.error_spec[k].norm_sqr();
+            let py = self.echo_spec[k].norm_sqr();
+            let (leak, path_gain) = if near {
+                (self.leak_low[k], self.path_gain_low[k])
+            } else {
+                (self.leak[k], self.path_gain[k])
+            };
+            let residual = (leak * py)
+                .max(path_gain * model[k])
                 .max(TAIL_DECAY * self.residual[k]);
             self.residual[k] = residual;
-            let g = (1.0 - self.overdrive * residual / (pe + 1e-9)).clamp(self.floor, 1.0);
+            let g = (1.0 - overdrive * residual / (pe + 1e-9)).clamp(self.floor, 1.0);
             self.gain[k] = if g > self.gain[k] {
                 g
             } else {
@@ -201,9 +258,12 @@ impl Suppressor {
         self.echo_power.fill(0.0);
         self.leak.fill(1.0);
         self.path_gain.fill(0.0);
+        self.leak_low.fill(1.0);
+        self.path_gain_low.fill(0.0);
         self.model_power.fill(0.0);
         self.residual.fill(0.0);
         self.gain.fill(1.0);
+        self.near_hops = 0;
     }
 }
 
@@ -214,5 +274,15 @@ fn track_min(current: f32, value: f32) -> f32 {
         0.5 * current + 0.5 * value
     } else {
         current * 1.004
+    }
+}
+
+/// A running median: a step up when the value is above, a step down when below, so
+/// that it settles where half the values are on each side.
+fn track_median(current: f32, value: f32, step: f32) -> f32 {
+    if value > current {
+        current * step
+    } else {
+        current / step
     }
 }
