@@ -32,6 +32,7 @@ fn chain_runner(name: &str) -> ChainRunner {
 }
 
 #[library_benchmark]
+#[bench::echo(args = ("echo"), setup = stage_runner)]
 #[bench::highpass(args = ("highpass"), setup = stage_runner)]
 #[bench::rnnoise(args = ("rnnoise"), setup = stage_runner)]
 #[bench::deepfilter(args = ("deepfilter"), setup = stage_runner)]

@@ -13,6 +13,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use clearvox::dsp::agc::{Agc, AgcConfig};
+use clearvox::dsp::echo::{EchoCanceller, EchoConfig};
 use clearvox::dsp::highpass::Highpass;
 use clearvox::dsp::resample::{ResamplerKind, StreamResampler};
 use clearvox::dsp::rnnoise::Rnnoise;
@@ -109,8 +110,42 @@ impl Stage for Vad {
     }
 }
 
+/// The echo canceller on its own, while the loudspeaker plays: the frame is the
+/// render, and the capture is the previous frame at half level (an echo 10 ms late),
+/// so that the delay estimator, both filters, their adaptation and the suppressor all
+/// work.
+pub struct Echo {
+    canceller: EchoCanceller,
+    previous: Frame,
+}
+
+impl Stage for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    fn process(&mut self, frame: &mut Frame, _info: &mut FrameInfo) {
+        let render = *frame;
+        for (c, p) in frame.iter_mut().zip(&self.previous) {
+            *c = 0.5 * p;
+        }
+        self.previous = render;
+        self.canceller.process(frame, &render);
+    }
+
+    fn latency(&self) -> usize {
+        self.canceller.latency()
+    }
+
+    fn reset(&mut self) {
+        self.canceller.reset();
+        self.previous = [0.0; FRAME_LEN];
+    }
+}
+
 /// The per-frame stages, by bench name (`stage/<name>`).
-pub const STAGES: [&str; 7] = [
+pub const STAGES: [&str; 8] = [
+    "echo",
     "highpass",
     "rnnoise",
     "deepfilter",
@@ -130,6 +165,14 @@ pub fn stage(name: &str) -> Box<dyn Stage> {
         Box::new(SpectralGate::new(&cfg).unwrap()) as Box<dyn Stage>
     };
     match name {
+        "echo" => Box::new(Echo {
+            canceller: EchoCanceller::new(&EchoConfig {
+                enabled: true,
+                ..EchoConfig::default()
+            })
+            .unwrap(),
+            previous: [0.0; FRAME_LEN],
+        }),
         "highpass" => Box::new(Highpass::new(80.0, std::f32::consts::FRAC_1_SQRT_2).unwrap()),
         "rnnoise" => Box::new(Rnnoise::new()),
         "deepfilter" => Box::new(

@@ -202,6 +202,11 @@ impl Chain {
         } else if let Some(d) = &mut self.energy_vad {
             info.voice_prob = Some(d.probability(frame));
         }
+        if self.echo.as_ref().is_some_and(|e| e.far_end_only()) {
+            // Only the assistant's echo is heard: no speech to start on (no false
+            // barge-in), and the gate may treat the frame as noise.
+            info.voice_prob = Some(0.0);
+        }
         let event = self.vad.update(info.voice_prob.unwrap_or(0.0));
         info.speech = self.vad.in_speech();
         if let Some(g) = &mut self.gate {

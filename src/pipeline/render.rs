@@ -159,6 +159,10 @@ pub trait ResponsePlayer: Send {
     fn is_playing(&self) -> bool;
 }
 
+/// The longest gap in the render, samples at 48 kHz (200 ms), that counts as render
+/// arriving late rather than stopping.
+const LATE_LIMIT: usize = 9_600;
+
 /// Render samples at 48 kHz waiting for the captured frames they may be heard in: a
 /// fixed circular buffer, allocated once. Full, it forgets the oldest samples; short,
 /// it hands out silence for what is missing. Both are counted.
@@ -168,6 +172,9 @@ pub(super) struct RenderQueue {
     len: usize,
     /// Whether any render was ever pushed (before that, missing render is no underrun).
     started: bool,
+    /// Silence handed out for missing render since the last push: render that arrives
+    /// within [`LATE_LIMIT`] of being due is late, and this much of it is skipped.
+    debt: usize,
     underrun_frames: u64,
     overrun_samples: u64,
 }
@@ -179,14 +186,20 @@ impl RenderQueue {
             head: 0,
             len: 0,
             started: false,
+            debt: 0,
             underrun_frames: 0,
             overrun_samples: 0,
         }
     }
 
-    /// Appends samples, forgetting the oldest when full.
+    /// Appends samples, forgetting the oldest when full. After an underrun shorter than
+    /// [`LATE_LIMIT`], the samples whose time has passed (as many as the silence handed
+    /// out for them) are skipped: the render stays on the capture's clock.
     pub(super) fn push(&mut self, x: &[f32]) {
         self.started = true;
+        let late = self.debt.min(x.len());
+        self.debt -= late;
+        let x = &x[late..];
         let cap = self.buf.len();
         let x = if x.len() > cap {
             self.overrun_samples += (x.len() - cap) as u64;
@@ -239,6 +252,12 @@ impl RenderQueue {
         out[n..].fill(0.0);
         if n < out.len() && self.started {
             self.underrun_frames += 1;
+            self.debt += out.len() - n;
+            if self.debt > LATE_LIMIT {
+                // Too long for lateness: the render stopped, and what comes next is new.
+                self.debt = 0;
+                self.started = false;
+            }
         }
     }
 
@@ -261,6 +280,7 @@ impl RenderQueue {
         self.head = 0;
         self.len = 0;
         self.started = false;
+        self.debt = 0;
         self.underrun_frames = 0;
         self.overrun_samples = 0;
     }
@@ -283,6 +303,25 @@ mod tests {
         q.pop_into(&mut out);
         assert_eq!(out, [4.0, 0.0, 0.0]);
         assert_eq!(q.underrun_frames(), 1);
+    }
+
+    #[test]
+    fn late_render_skips_what_is_past_and_a_stop_does_not() {
+        let mut q = RenderQueue::new(LATE_LIMIT * 4);
+        q.push(&[1.0; 4]);
+        let mut out = [0.0; 6];
+        q.pop_into(&mut out);
+        // Two samples were due and missing: the late ones are skipped.
+        q.push(&[2.0, 3.0, 4.0, 5.0]);
+        let mut two = [0.0; 2];
+        q.pop_into(&mut two);
+        assert_eq!(two, [4.0, 5.0]);
+        // A gap longer than the limit is a stop: the next render is new, none skipped.
+        let mut long = vec![0.0; LATE_LIMIT + 10];
+        q.pop_into(&mut long);
+        q.push(&[6.0, 7.0]);
+        q.pop_into(&mut two);
+        assert_eq!(two, [6.0, 7.0]);
     }
 
     #[test]

@@ -37,6 +37,12 @@ const BINS: usize = FFT_LEN / 2 + 1;
 const LEAD_PARTS: usize = 2;
 /// Decay per block of the render model: a reverberation time of about 0.6 s.
 const MODEL_DECAY: f32 = 0.8;
+/// Blocks after the last active render during which the echo can still dominate
+/// (a room's reverberation).
+const FAR_END_HOLD_BLOCKS: usize = 30;
+/// How much of the capture's energy the canceller must be removing (dB, over the last
+/// frames) for a frame to count as the far end's alone.
+const FAR_END_REMOVED_DB: f32 = 6.0;
 /// Render below this mean square (about −70 dBFS) is silence to the canceller.
 const ACTIVE_POWER: f32 = 1e-7;
 
@@ -182,6 +188,10 @@ pub struct EchoCanceller {
     /// Linear ERLE, block energies smoothed over about a second.
     mic_energy: f32,
     error_energy: f32,
+    /// Energy the whole canceller removed lately, dB.
+    removed_db: f32,
+    capture_energy: f32,
+    output_energy: f32,
 }
 
 impl std::fmt::Debug for EchoCanceller {
@@ -229,6 +239,9 @@ impl EchoCanceller {
             render_model: vec![0.0; suppressor::BINS],
             mic_energy: 0.0,
             error_energy: 0.0,
+            removed_db: 0.0,
+            capture_energy: 0.0,
+            output_energy: 0.0,
             fft,
             ifft,
         })
@@ -251,6 +264,13 @@ impl EchoCanceller {
             erle_db: 10.0 * ((self.mic_energy + 1e-12) / (self.error_energy + 1e-12)).log10(),
             active: self.is_active(),
         }
+    }
+
+    /// Whether only the far end is heard now: render played within the last 300 ms and
+    /// nothing in the capture beyond what its echo explains. A voice activity detector
+    /// should not start speech on such a frame (it would be the assistant's own voice).
+    pub fn far_end_only(&self) -> bool {
+        self.quiet_blocks < FAR_END_HOLD_BLOCKS && self.removed_db > FAR_END_REMOVED_DB
     }
 
     fn is_active(&self) -> bool {
@@ -276,6 +296,7 @@ impl EchoCanceller {
             self.capture_prev = *capture;
         }
         self.update_render_model();
+        let captured: f32 = capture.iter().map(|x| x * x).sum();
         let learn = render_active;
         for h in 0..FRAME_LEN / HOP {
             let span = h * HOP..(h + 1) * HOP;
@@ -287,6 +308,11 @@ impl EchoCanceller {
                 &mut capture[span],
             );
         }
+        let output: f32 = capture.iter().map(|x| x * x).sum();
+        self.capture_energy = 0.6 * self.capture_energy + 0.4 * captured;
+        self.output_energy = 0.6 * self.output_energy + 0.4 * output;
+        self.removed_db =
+            10.0 * ((self.capture_energy + 1e-9) / (self.output_energy + 1e-9)).log10();
     }
 
     /// The render's power where its echo arrives: around the estimated delay, or at any
@@ -454,5 +480,8 @@ impl EchoCanceller {
         self.render_model.fill(0.0);
         self.mic_energy = 0.0;
         self.error_energy = 0.0;
+        self.removed_db = 0.0;
+        self.capture_energy = 0.0;
+        self.output_energy = 0.0;
     }
 }
