@@ -202,10 +202,10 @@ impl Chain {
         } else if let Some(d) = &mut self.energy_vad {
             info.voice_prob = Some(d.probability(frame));
         }
-        if self.echo.as_ref().is_some_and(|e| e.far_end_only()) {
-            // Only the assistant's echo is heard: no speech to start on (no false
-            // barge-in), and the gate may treat the frame as noise.
-            info.voice_prob = Some(0.0);
+        if let (Some(echo), Some(p)) = (&self.echo, info.voice_prob.as_mut()) {
+            // What the canceller removed was the assistant's voice: no speech to start
+            // on there (no false barge-in).
+            *p *= echo.near_end_weight();
         }
         let event = self.vad.update(info.voice_prob.unwrap_or(0.0));
         info.speech = self.vad.in_speech();

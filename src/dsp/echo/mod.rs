@@ -39,10 +39,16 @@ const LEAD_PARTS: usize = 2;
 const MODEL_DECAY: f32 = 0.8;
 /// Blocks after the last active render during which the echo can still dominate
 /// (a room's reverberation).
-const FAR_END_HOLD_BLOCKS: usize = 30;
+const FAR_END_HOLD_BLOCKS: usize = 50;
 /// How much of the capture's energy the canceller must be removing (dB, over the last
 /// frames) for a frame to count as the far end's alone.
 const FAR_END_REMOVED_DB: f32 = 6.0;
+/// Blocks of render (2 s) the canceller takes to learn a room; until then, frames
+/// while render plays count as the far end's alone.
+const LEARNING_BLOCKS: u32 = 200;
+/// Mean square (−60 dBFS) below which output heard while the echo may still ring is
+/// taken for the echo's tail, not the near end.
+const NEAR_END_FLOOR: f32 = 1e-6;
 /// Render below this mean square (about −70 dBFS) is silence to the canceller.
 const ACTIVE_POWER: f32 = 1e-7;
 
@@ -188,6 +194,8 @@ pub struct EchoCanceller {
     /// Linear ERLE, block energies smoothed over about a second.
     mic_energy: f32,
     error_energy: f32,
+    /// Blocks of active render seen since the start (saturating).
+    active_blocks: u32,
     /// Energy the whole canceller removed lately, dB.
     removed_db: f32,
     capture_energy: f32,
@@ -239,6 +247,7 @@ impl EchoCanceller {
             render_model: vec![0.0; suppressor::BINS],
             mic_energy: 0.0,
             error_energy: 0.0,
+            active_blocks: 0,
             removed_db: 0.0,
             capture_energy: 0.0,
             output_energy: 0.0,
@@ -266,11 +275,26 @@ impl EchoCanceller {
         }
     }
 
-    /// Whether only the far end is heard now: render played within the last 300 ms and
-    /// nothing in the capture beyond what its echo explains. A voice activity detector
-    /// should not start speech on such a frame (it would be the assistant's own voice).
-    pub fn far_end_only(&self) -> bool {
-        self.quiet_blocks < FAR_END_HOLD_BLOCKS && self.removed_db > FAR_END_REMOVED_DB
+    /// How much of the current frame is the near end's, as far as the canceller can
+    /// tell: 1 when no render was played within the last 500 ms; otherwise 0 during the
+    /// first 2 s of render (the room is being learned: a user talking over the first
+    /// words of the first answer is not told from its echo) and for output under
+    /// −60 dBFS (the echo's tail), falling from 1 to 0 as the share of the
+    /// capture's energy it removes rises to [`FAR_END_REMOVED_DB`]. A voice
+    /// activity detector weighs its voice probability with it, so that it does not
+    /// start speech on the assistant's own voice (a false barge-in).
+    pub fn near_end_weight(&self) -> f32 {
+        if self.quiet_blocks >= FAR_END_HOLD_BLOCKS {
+            1.0
+        } else if self.active_blocks < LEARNING_BLOCKS {
+            // The room is not learned yet: what plays is taken to be all that is heard.
+            0.0
+        } else if self.output_energy < NEAR_END_FLOOR * FRAME_LEN as f32 {
+            // Too faint to be a person talking to the device: the echo's tail.
+            0.0
+        } else {
+            (1.0 - self.removed_db / FAR_END_REMOVED_DB).clamp(0.0, 1.0)
+        }
     }
 
     fn is_active(&self) -> bool {
@@ -280,8 +304,19 @@ impl EchoCanceller {
     /// Removes the echo of `render` (the loudspeaker's frame, as it was played) from
     /// `capture`, in place.
     pub fn process(&mut self, capture: &mut Frame, render: &Frame) {
+        // The capture this frame's output comes from (the suppressor is late by its
+        // latency): the end of the previous frame and the start of this one.
+        let late = suppressor::LATENCY;
+        let captured: f32 = self.capture_prev[FRAME_LEN - late..]
+            .iter()
+            .chain(&capture[..FRAME_LEN - late])
+            .map(|x| x * x)
+            .sum();
         let render_power = render.iter().map(|x| x * x).sum::<f32>() / FRAME_LEN as f32;
         let render_active = render_power > ACTIVE_POWER;
+        if render_active {
+            self.active_blocks = self.active_blocks.saturating_add(1);
+        }
         self.quiet_blocks = if render_active {
             0
         } else {
@@ -296,7 +331,6 @@ impl EchoCanceller {
             self.capture_prev = *capture;
         }
         self.update_render_model();
-        let captured: f32 = capture.iter().map(|x| x * x).sum();
         let learn = render_active;
         for h in 0..FRAME_LEN / HOP {
             let span = h * HOP..(h + 1) * HOP;
@@ -480,6 +514,7 @@ impl EchoCanceller {
         self.render_model.fill(0.0);
         self.mic_energy = 0.0;
         self.error_energy = 0.0;
+        self.active_blocks = 0;
         self.removed_db = 0.0;
         self.capture_energy = 0.0;
         self.output_energy = 0.0;

@@ -250,11 +250,6 @@ impl Suppressor {
         }
     }
 
-    /// Whether the near end was heard lately (its voice beyond what the echo explains).
-    pub(super) fn near_end_heard(&self) -> bool {
-        self.near_hops > 0
-    }
-
     pub(super) fn reset(&mut self) {
         self.error_hist.fill(0.0);
         self.echo_hist.fill(0.0);
