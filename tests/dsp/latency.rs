@@ -241,3 +241,52 @@ fn resampler_delay_matrix() {
         }
     }
 }
+
+#[test]
+fn the_echo_canceller_is_its_suppressors_hop_late() {
+    use clearvox::dsp::echo::{EchoCanceller, EchoConfig};
+    let x = clean_speech_48k();
+    let config = EchoConfig {
+        enabled: true,
+        ..EchoConfig::default()
+    };
+    // Without render and with an unrelated one playing (the canceller working).
+    for render in [vec![0.0f32; x.len()], white_noise(x.len(), 0.05, 9)] {
+        let mut aec = EchoCanceller::new(&config).unwrap();
+        assert_eq!(aec.latency(), 240);
+        let mut y = Vec::with_capacity(x.len());
+        for (c, r) in x.chunks_exact(FRAME_LEN).zip(render.chunks_exact(FRAME_LEN)) {
+            let mut f: Frame = c.try_into().unwrap();
+            aec.process(&mut f, r.try_into().unwrap());
+            y.extend_from_slice(&f);
+        }
+        assert_eq!(lag(&x, &y), 240);
+    }
+}
+
+#[test]
+fn a_pipeline_with_the_echo_canceller_reports_its_latency() {
+    for (file, _) in INPUTS {
+        let (x, rate, ch) = load(&testdata(file));
+        let x = mono(&x, ch);
+        let mut config = Preset::VoiceChat.config();
+        config.echo.enabled = true;
+        let without = Pipeline::new(&Preset::VoiceChat.config(), rate, 1).unwrap();
+        let mut p = Pipeline::new(&config, rate, 1).unwrap();
+        let added = p.latency() as f64 - without.latency() as f64;
+        assert!(
+            (added - 240.0 * f64::from(rate) / 48_000.0).abs() <= 1.0,
+            "{file}: the canceller adds {added} samples"
+        );
+        let mut y = Vec::new();
+        p.process(&x, &mut y).unwrap();
+        p.flush(&mut y).unwrap();
+        let tolerance = if rate == 48_000 { 0 } else { 1 };
+        let measured = lag(&x, &y);
+        assert!(
+            (measured - p.latency() as i64).abs() <= tolerance,
+            "{file}: measured {measured}, reported {}",
+            p.latency()
+        );
+    }
+}
