@@ -408,3 +408,61 @@ fn the_answer_echo_is_cancelled_and_the_user_goes_through() {
         w.stored_answer
     );
 }
+
+/// `examples/voice_loop.rs` (built by `cargo test` beside the test binaries) on the paced
+/// ALSA device, answered by `clearvox serve --respond-with`: the user's turn is answered
+/// and the answer is played to its end.
+#[test]
+fn the_voice_loop_example_gets_an_answer_and_plays_it() {
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/PROFILE/deps")
+        .join("examples")
+        .join("voice_loop");
+    assert!(example.exists(), "{} is not built", example.display());
+    let dir = tempfile::tempdir().unwrap();
+    let answer = dir.path().join("answer.wav");
+    let made = clearvox()
+        .args(["enhance", "--preset", "bypass", "--output-rate", "24000"])
+        .args(["--format", "s16"])
+        .arg(testdata("clean/voices/gb_female__44k1_s16.wav"))
+        .arg("-o")
+        .arg(&answer)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    // The example opens the device's default configuration: stereo f32 at 48 kHz.
+    let voice = read_wav_file(&testdata("clean/voices/us_male__48k_s16.wav")).unwrap();
+    let stereo: Vec<f32> = voice.samples.iter().flat_map(|&v| [v; 2]).collect();
+    let fx = AlsaFixture::paced(&RawAudio::f32(&stereo, 2).at_rate(48_000));
+    let serve = Serve::start_with(
+        &dir.path().join("out"),
+        "127.0.0.1:0",
+        &["--respond-with", answer.to_str().unwrap()],
+    );
+    let out = Command::new(&example)
+        .args([&serve.url(), "9"])
+        .envs(fx.env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("answer started"), "{stdout}");
+    assert!(
+        stdout.contains("answer finished (Completed, 4.01 s)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" 0 overruns"), "{stdout}");
+    // The answer was played: the device's file holds it.
+    let played = fx.playback_raw_f32();
+    assert!(
+        played.iter().filter(|v| v.abs() > 1e-3).count() > 48_000,
+        "the answer is in what the device played"
+    );
+}
