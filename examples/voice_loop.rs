@@ -74,7 +74,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     engine.set_frame_sink(Box::new(sink));
     engine.start()?; // nothing is captured before this
     let engine_player = engine.player()?;
-    player.0.lock().unwrap_or_else(|e| e.into_inner()).replace(engine_player);
+    player
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace(engine_player);
 
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let mut answers = 0;

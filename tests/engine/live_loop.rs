@@ -301,8 +301,17 @@ fn levels(run: &Run, answer_len_24k: usize) -> Levels {
 
 fn check_run(run: &Run, what: &str) {
     let stats = &run.summary["stats"];
-    assert_eq!(run.summary["stopped_by"], "duration", "{what}: {}", run.summary);
-    for zero in ["overruns", "player_dropped", "render_dropped", "render_overruns"] {
+    assert_eq!(
+        run.summary["stopped_by"], "duration",
+        "{what}: {}",
+        run.summary
+    );
+    for zero in [
+        "overruns",
+        "player_dropped",
+        "render_dropped",
+        "render_overruns",
+    ] {
         assert_eq!(stats[zero], 0, "{what}: {zero}: {stats}");
     }
     assert!(
@@ -350,7 +359,9 @@ fn the_answer_echo_is_cancelled_and_the_user_goes_through() {
     let user_path = dir.path().join("user.raw");
     std::fs::write(
         &user_path,
-        user.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>(),
+        user.iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect::<Vec<u8>>(),
     )
     .unwrap();
     let no_echo = dir.path().join("no-echo.toml");

@@ -30,12 +30,12 @@ mod c_abi;
 mod examples;
 /// The scripted fake host itself, through cpal's traits.
 mod fake_device_selftest;
-/// The engine's player and render feed on the paced ALSA device.
-mod player;
 /// The whole voice-chat loop: `clearvox live --play-responses` answered by `clearvox
 /// serve --respond-with`, the answer's echo through a room on the PulseAudio daemon.
 #[cfg(feature = "stream")]
 mod live_loop;
+/// The engine's player and render feed on the paced ALSA device.
+mod player;
 /// The engine on the scripted device: offline equality, faults, no heap use in callbacks.
 mod scripted_device;
 /// `clearvox live --stream` into `clearvox serve`.

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+#[cfg(feature = "stream")]
+use clearvox::engine::EnginePlayer;
 use clearvox::engine::{
     list_devices, DeviceList, DeviceSelector, Engine, EngineConfig, EngineEvent, EngineStats,
     StreamInfo,
 };
-#[cfg(feature = "stream")]
-use clearvox::engine::EnginePlayer;
 #[cfg(feature = "stream")]
 use clearvox::pipeline::ResponsePlayer;
 use clearvox::Preset;

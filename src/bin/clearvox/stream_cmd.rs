@@ -250,7 +250,9 @@ pub fn run(args: &StreamCmdArgs) -> Result<ExitCode> {
         .len_frames()
         .map(|n| n as f64 / reader.spec().sample_rate as f64);
     let (mut sink, mut handle) = connect(&stream, token)?;
-    let printer = handle.take_events().map(|e| print_events(e, &args.stream, None));
+    let printer = handle
+        .take_events()
+        .map(|e| print_events(e, &args.stream, None));
     let source = run_wav_until(reader, &config, &mut sink, args.realtime, &|| {
         refused(&handle)
     });
