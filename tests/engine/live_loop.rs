@@ -28,7 +28,7 @@
 //! without the canceller − the level with it. The user's part (before the answer) must
 //! keep its level within a few dB.
 //!
-//! Measured (2-core machine, the other core busy, 4 runs): ERLE 7.5 to 8.8 dB, the
+//! Measured (2-core machine, the other core busy, 5 runs): ERLE 7.5 to 8.8 dB, the
 //! stored echo at −32.5 dBFS without the canceller and −41 dBFS with it, the user at
 //! −26.6 dBFS in both; hence the thresholds ERLE ≥ 4 dB, the user within 2 dB, and the
 //! user 8 dB above the residual. The order matters: on the daemon's first conversation
