@@ -2,7 +2,7 @@
 //! fake host (`support::fake_device`) and a real ALSA device paced by a private
 //! PulseAudio daemon (`support::alsa_fixture`), the fixtures' own tests, and what runs on
 //! them: `clearvox live`, the engine through the C ABI (feature `capi`), `clearvox live
-//! --stream` and the examples (feature `stream`).
+//! --stream`, the voice-chat loop and the examples (feature `stream`).
 //!
 //! Real-time tests hold a real-time slot (`support::realtime_slot`) for as long as their
 //! device lives, and so do the other tests of this binary that keep a core busy: a paced
@@ -30,6 +30,10 @@ mod c_abi;
 mod examples;
 /// The scripted fake host itself, through cpal's traits.
 mod fake_device_selftest;
+/// The whole voice-chat loop: `clearvox live --play-responses` answered by `clearvox
+/// serve --respond-with`, the answer's echo through a room on the PulseAudio daemon.
+#[cfg(feature = "stream")]
+mod live_loop;
 /// The engine's player and render feed on the paced ALSA device.
 mod player;
 /// The engine on the scripted device: offline equality, faults, no heap use in callbacks.

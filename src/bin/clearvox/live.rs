@@ -3,15 +3,21 @@
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+#[cfg(feature = "stream")]
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+#[cfg(feature = "stream")]
+use clearvox::engine::EnginePlayer;
 use clearvox::engine::{
     list_devices, DeviceList, DeviceSelector, Engine, EngineConfig, EngineEvent, EngineStats,
     StreamInfo,
 };
+#[cfg(feature = "stream")]
+use clearvox::pipeline::ResponsePlayer;
 use clearvox::Preset;
 
 use crate::{settings, DevicesArgs, LiveArgs};
@@ -131,12 +137,44 @@ pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
             bail!("--duration {d}: must be a positive number of seconds");
         }
     }
+    #[cfg(feature = "stream")]
+    let play_responses = args.play_responses;
+    #[cfg(not(feature = "stream"))]
+    let play_responses = false;
+    #[cfg(feature = "stream")]
+    if play_responses {
+        let openai = stream_config
+            .as_ref()
+            .is_some_and(|c| c.protocol == clearvox::stream::Protocol::Openai);
+        if !openai {
+            bail!(
+                "--play-responses needs --stream URL --protocol openai (the answers come from an \
+                 OpenAI Realtime backend)"
+            );
+        }
+        // The answers come back into the microphone: cancel them, unless the
+        // configuration file says otherwise.
+        if !settings::config_sets_echo(&args.pipeline) {
+            pipeline.echo.enabled = true;
+        }
+    } else if args.barge_in {
+        bail!("--barge-in needs --play-responses (it stops an answer that is playing)");
+    }
+    #[cfg(feature = "stream")]
+    let stream_config = stream_config.map(|mut c| {
+        c.barge_in = args.barge_in;
+        c
+    });
+    // With --play-responses the output device plays the answers, and the monitor only
+    // when asked; otherwise --output is the monitor's.
     let output = match (&args.output, args.monitor) {
         (Some(o), _) => Some(o.parse::<DeviceSelector>().unwrap_or_default()),
         (None, true) => Some(DeviceSelector::Default),
         (None, false) => None,
     };
     let config = EngineConfig {
+        monitor: args.monitor || !play_responses,
+        playback: play_responses,
         pipeline,
         input: args
             .input
@@ -159,13 +197,28 @@ pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
     let mut engine = Engine::new(config)?;
     #[cfg(feature = "stream")]
     let mut stream = None;
+    // The answers' player: handed to the stream now, filled with the engine's player
+    // once the engine runs (the frame sink is set before the start, the player exists
+    // only after it).
+    #[cfg(feature = "stream")]
+    let player = play_responses.then(SharedPlayer::default);
     #[cfg(feature = "stream")]
     if let Some(c) = &stream_config {
         let token = clearvox::stream::Token::from_env(&args.stream_args.token_env);
-        let (sink, mut handle) = clearvox::stream::connect(c, token)?;
+        let (sink, mut handle) = match &player {
+            Some(p) => clearvox::stream::connect_with_player(c, token, Box::new(p.clone()))?,
+            None => clearvox::stream::connect(c, token)?,
+        };
+        let answers = player.as_ref().map(|p| {
+            let p = p.clone();
+            crate::stream_cmd::Answers {
+                rate: c.rate(),
+                on_end: Box::new(move || p.finish()),
+            }
+        });
         let printer = handle
             .take_events()
-            .map(|e| crate::stream_cmd::print_events(e, &args.stream_args));
+            .map(|e| crate::stream_cmd::print_events(e, &args.stream_args, answers));
         engine.set_frame_sink(Box::new(sink));
         stream = Some((handle, printer, c.rate()));
     }
@@ -178,6 +231,10 @@ pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
     }
     let terminal = std::io::stderr().is_terminal() && !args.json;
     engine.start()?;
+    #[cfg(feature = "stream")]
+    if let Some(p) = &player {
+        p.put(engine.player()?);
+    }
     let info = engine.stream_info();
     if terminal {
         if let Some(i) = &info {
@@ -187,10 +244,12 @@ pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
                 i.input_rate,
                 i.input_channels,
                 i.input_format,
-                i.monitor_device
-                    .as_ref()
-                    .map(|m| format!(", monitoring on {m}"))
-                    .unwrap_or_default()
+                match (&i.monitor_device, i.monitoring, i.playback) {
+                    (Some(m), true, true) => format!(", monitoring and answering on {m}"),
+                    (Some(m), true, false) => format!(", monitoring on {m}"),
+                    (Some(m), false, true) => format!(", answering on {m}"),
+                    _ => String::new(),
+                }
             );
         }
     }
@@ -295,6 +354,49 @@ pub fn live(args: &LiveArgs) -> Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The engine's player of the backend's answers, shared by the stream's network thread
+/// (which plays and cancels) and the thread that prints the stream's events (which ends
+/// each answer). Until the engine runs it holds no player and accepts nothing.
+#[cfg(feature = "stream")]
+#[derive(Clone, Default)]
+struct SharedPlayer(Arc<Mutex<Option<EnginePlayer>>>);
+
+#[cfg(feature = "stream")]
+impl SharedPlayer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<EnginePlayer>> {
+        // A panic elsewhere leaves the player usable: it holds no invariant of ours.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put(&self, player: EnginePlayer) {
+        *self.lock() = Some(player);
+    }
+
+    /// The answer is complete: play what the resampler still holds.
+    fn finish(&self) {
+        if let Some(p) = self.lock().as_mut() {
+            p.finish();
+        }
+    }
+}
+
+#[cfg(feature = "stream")]
+impl ResponsePlayer for SharedPlayer {
+    fn play(&mut self, samples: &[f32], rate: u32) -> usize {
+        self.lock().as_mut().map_or(0, |p| p.play(samples, rate))
+    }
+
+    fn cancel(&mut self) {
+        if let Some(p) = self.lock().as_mut() {
+            p.cancel();
+        }
+    }
+
+    fn is_playing(&self) -> bool {
+        self.lock().as_ref().is_some_and(|p| p.is_playing())
+    }
 }
 
 fn status_line(s: &EngineStats, elapsed: Duration) {

@@ -252,13 +252,20 @@ the pipeline's tail is then flushed into the recording, which is finalised (a va
 even after Ctrl-C). The recording is what a listener hears: it is not
 latency-compensated. On a terminal a status line shows the input level, the VAD, the
 CPU share of the 10 ms budget, overruns and the estimated latency; otherwise one JSON
-line with the statistics is printed at the end.")]
+line with the statistics is printed at the end.
+
+The voice-chat loop: `--stream URL --protocol openai --play-responses` plays the
+backend's spoken answers on the output device and cancels their echo from the
+microphone before the audio is sent; with `--turn-detection client` clearvox asks for an
+answer at each end of speech, and `--barge-in` stops an answer when the user speaks
+over it. Answers are played from memory, never written to disk.")]
 pub struct LiveArgs {
     /// Capture device: name (or part of it) or index from `clearvox devices`.
     #[arg(long, value_name = "NAME|INDEX")]
     pub input: Option<String>,
 
-    /// Monitor output device (implies --monitor).
+    /// Output device: the monitor's (implies --monitor without --play-responses), and
+    /// the backend's answers' with --play-responses [default: the default output].
     #[arg(long, value_name = "NAME|INDEX")]
     pub output: Option<String>,
 
@@ -306,6 +313,19 @@ pub struct LiveArgs {
     #[cfg(feature = "stream")]
     #[arg(long, value_name = "URL")]
     pub stream: Option<String>,
+
+    /// Play the backend's spoken answers on the output device (with --stream and
+    /// --protocol openai), and cancel their echo from the microphone (the pipeline's
+    /// echo canceller is turned on, unless the --config file sets `[echo] enabled`).
+    #[cfg(feature = "stream")]
+    #[arg(long)]
+    pub play_responses: bool,
+
+    /// With --play-responses: speaking over an answer stops it (and cancels the
+    /// backend's response).
+    #[cfg(feature = "stream")]
+    #[arg(long)]
+    pub barge_in: bool,
 
     /// Where and how to stream (with --stream).
     #[cfg(feature = "stream")]

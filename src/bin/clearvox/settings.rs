@@ -102,6 +102,25 @@ fn config_file(path: &Path, preset: Option<Preset>, default: Preset) -> Result<C
     Config::from_toml_str(&text).with_context(|| path.display().to_string())
 }
 
+/// Whether the `--config` file sets `echo.enabled` itself (then `live --play-responses`
+/// leaves the echo canceller as the file says). The file was read and checked by
+/// [`build_config`] before.
+pub fn config_sets_echo(args: &PipelineArgs) -> bool {
+    let Some(path) = &args.config else {
+        return false;
+    };
+    let Ok(text) = fs::read_to_string(path) else {
+        return false;
+    };
+    let Ok(table) = toml::from_str::<toml::Table>(&text) else {
+        return false;
+    };
+    table
+        .get("echo")
+        .and_then(|e| e.as_table())
+        .is_some_and(|e| e.contains_key("enabled"))
+}
+
 /// Reads the `--noise-profile` clip, if any.
 pub fn read_noise_clip(args: &PipelineArgs) -> Result<Option<NoiseClip>> {
     match &args.noise_profile {

@@ -73,9 +73,52 @@ pub fn server_line(text: &str, escape: bool) -> String {
     }
 }
 
+/// What `live --play-responses` does with the answers' events besides printing them.
+pub struct Answers {
+    /// The stream's rate (the answers' audio comes at it), for the durations printed.
+    pub rate: u32,
+    /// Called when an answer ends (`response.done`), after all its audio was handed to
+    /// the player: the player plays what its resampler still holds.
+    pub on_end: Box<dyn FnMut() + Send>,
+}
+
+/// The note printed for an answer's event (`None` for the other events).
+pub fn answer_note(event: &StreamEvent, rate: u32) -> Option<String> {
+    let seconds = |samples: u64| samples as f64 / rate.max(1) as f64;
+    match event {
+        StreamEvent::ResponseStarted => Some("answer: started".into()),
+        StreamEvent::ResponseFinished { status, samples } => Some(format!(
+            "answer: finished ({}, {:.2} s)",
+            serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            seconds(*samples)
+        )),
+        StreamEvent::ResponseCancelled {
+            samples,
+            cancel_sent,
+        } => Some(format!(
+            "answer: stopped, the user spoke over it ({:.2} s received{})",
+            seconds(*samples),
+            if *cancel_sent {
+                "; response.cancel sent"
+            } else {
+                ""
+            }
+        )),
+        _ => None,
+    }
+}
+
 /// Prints stream events as they come: server messages as JSON lines on stdout (escaped
-/// as `args.server_text` says), the rest as one-line notes on stderr.
-pub fn print_events(events: Receiver<StreamEvent>, args: &StreamArgs) -> JoinHandle<()> {
+/// as `args.server_text` says), the rest as one-line notes on stderr. With `answers`
+/// (a player of the backend's answers), their start, end and cancellation are notes too.
+pub fn print_events(
+    events: Receiver<StreamEvent>,
+    args: &StreamArgs,
+    mut answers: Option<Answers>,
+) -> JoinHandle<()> {
     let escape = escapes_server_text(args.server_text, std::io::stdout().is_terminal());
     std::thread::spawn(move || {
         for e in events {
@@ -104,10 +147,20 @@ pub fn print_events(events: Receiver<StreamEvent>, args: &StreamArgs) -> JoinHan
                     eprintln!("warning: dropped {samples} samples of audio: {reason}");
                 }
                 StreamEvent::Warning(w) => eprintln!("warning: {w}"),
-                // Only with a player of the answers, which this command does not have.
+                // Only with a player of the answers (`live --play-responses`).
                 StreamEvent::ResponseStarted
                 | StreamEvent::ResponseFinished { .. }
-                | StreamEvent::ResponseCancelled { .. } => {}
+                | StreamEvent::ResponseCancelled { .. } => {
+                    let Some(a) = answers.as_mut() else {
+                        continue;
+                    };
+                    if matches!(e, StreamEvent::ResponseFinished { .. }) {
+                        (a.on_end)();
+                    }
+                    if let Some(note) = answer_note(&e, a.rate) {
+                        eprintln!("{note}");
+                    }
+                }
             }
         }
     })
@@ -197,7 +250,9 @@ pub fn run(args: &StreamCmdArgs) -> Result<ExitCode> {
         .len_frames()
         .map(|n| n as f64 / reader.spec().sample_rate as f64);
     let (mut sink, mut handle) = connect(&stream, token)?;
-    let printer = handle.take_events().map(|e| print_events(e, &args.stream));
+    let printer = handle
+        .take_events()
+        .map(|e| print_events(e, &args.stream, None));
     let source = run_wav_until(reader, &config, &mut sink, args.realtime, &|| {
         refused(&handle)
     });
@@ -235,6 +290,32 @@ mod tests {
         let text = "{\"t\":\"\x1b]0;x\x07\r\nok\"}";
         assert_eq!(server_line(text, true), r#"{"t":"\x1b]0;x\x07\r ok"}"#);
         assert_eq!(server_line(text, false), "{\"t\":\"\x1b]0;x\x07\r ok\"}");
+    }
+
+    #[test]
+    fn answers_are_told_in_seconds() {
+        use clearvox::stream::ResponseStatus;
+        assert_eq!(
+            answer_note(&StreamEvent::ResponseStarted, 24_000).as_deref(),
+            Some("answer: started")
+        );
+        let done = StreamEvent::ResponseFinished {
+            status: ResponseStatus::Completed,
+            samples: 36_000,
+        };
+        assert_eq!(
+            answer_note(&done, 24_000).as_deref(),
+            Some("answer: finished (completed, 1.50 s)")
+        );
+        let cancelled = StreamEvent::ResponseCancelled {
+            samples: 12_000,
+            cancel_sent: true,
+        };
+        assert_eq!(
+            answer_note(&cancelled, 24_000).as_deref(),
+            Some("answer: stopped, the user spoke over it (0.50 s received; response.cancel sent)")
+        );
+        assert_eq!(answer_note(&StreamEvent::Warning("w".into()), 24_000), None);
     }
 
     #[test]
