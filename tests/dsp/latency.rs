@@ -255,7 +255,10 @@ fn the_echo_canceller_is_its_suppressors_hop_late() {
         let mut aec = EchoCanceller::new(&config).unwrap();
         assert_eq!(aec.latency(), 240);
         let mut y = Vec::with_capacity(x.len());
-        for (c, r) in x.chunks_exact(FRAME_LEN).zip(render.chunks_exact(FRAME_LEN)) {
+        for (c, r) in x
+            .chunks_exact(FRAME_LEN)
+            .zip(render.chunks_exact(FRAME_LEN))
+        {
             let mut f: Frame = c.try_into().unwrap();
             aec.process(&mut f, r.try_into().unwrap());
             y.extend_from_slice(&f);
