@@ -113,7 +113,10 @@ pub struct Pipeline {
     /// input rate (otherwise the dry signal is the input itself).
     dry_back: Option<StreamResampler>,
     mix: OutputMix,
-    render: RenderPath,
+    /// The render format (rate, channels), and its path to the chain when the echo
+    /// canceller runs (nothing is held for it otherwise).
+    render_format: (u32, usize),
+    render: Option<RenderPath>,
     events: VecDeque<VadEvent>,
     events_dropped: u64,
     input_frames: u64,
@@ -163,9 +166,10 @@ impl Pipeline {
             output_rate,
         ) as usize
             + rescale(4 * FRAME_LEN as u64, SAMPLE_RATE, output_rate) as usize;
-        let render = RenderPath::new(input_rate, 1, config)?;
+        let render = RenderPath::for_config(input_rate, 1, config)?;
         let mut pipeline = Self {
             mix: OutputMix::new(config, output_rate, pad, held),
+            render_format: (input_rate, 1),
             render,
             dry_back,
             front,
@@ -324,7 +328,8 @@ impl Pipeline {
     /// queued so far; allocates (not for an audio thread).
     pub fn set_render_format(&mut self, rate: u32, channels: usize) -> Result<()> {
         check_sample_rate(rate)?;
-        self.render = RenderPath::new(rate, channels, &self.config)?;
+        self.render = RenderPath::for_config(rate, channels, &self.config)?;
+        self.render_format = (rate, channels);
         self.chain.render_queue().clear();
         self.align_render();
         Ok(())
@@ -332,12 +337,12 @@ impl Pipeline {
 
     /// The render signal's rate, Hz (see [`Pipeline::set_render_format`]).
     pub fn render_rate(&self) -> u32 {
-        self.render.rate
+        self.render_format.0
     }
 
     /// Channels per render frame (see [`Pipeline::set_render_format`]).
     pub fn render_channels(&self) -> usize {
-        self.render.downmix.channels()
+        self.render_format.1
     }
 
     /// Gives the echo canceller what the loudspeaker played (interleaved, in the render
@@ -348,23 +353,22 @@ impl Pipeline {
     /// more than 2 s queued forgets the oldest. Without the echo canceller in the
     /// configuration the render is ignored. Does not allocate.
     pub fn push_render<S: PcmSample>(&mut self, render: &[S]) -> Result<()> {
-        let channels = self.render.downmix.channels();
+        let channels = self.render_format.1;
         if !render.len().is_multiple_of(channels) {
             return Err(Error::PartialFrame {
                 len: render.len(),
                 channels,
             });
         }
-        if self.chain.echo().is_none() {
-            return Ok(());
-        }
-        let RenderPath {
+        let Some(RenderPath {
             downmix,
             resampler,
             mono,
             skip,
-            ..
-        } = &mut self.render;
+        }) = self.render.as_mut()
+        else {
+            return Ok(());
+        };
         let queue = self.chain.render_queue();
         for chunk in render.chunks(MONO_CHUNK * channels) {
             let frames = chunk.len() / channels;
@@ -404,10 +408,9 @@ impl Pipeline {
     /// skipped and the capture resampler's is added, so that render pushed in step
     /// with the capture reaches the chain at the capture instant it was played at.
     fn align_render(&mut self) {
-        self.render.skip = self.render.resampler.latency();
-        let queue = self.chain.render_queue();
-        queue.clear();
-        if self.chain.echo().is_some() {
+        self.chain.render_queue().clear();
+        if let Some(render) = self.render.as_mut() {
+            render.skip = render.resampler.latency();
             let lead = self.front.latency();
             self.chain.render_queue().push_silence(lead);
         }
@@ -441,7 +444,9 @@ impl Pipeline {
         self.output_frames = 0;
         self.non_finite = 0;
         self.flushed = false;
-        self.render.reset();
+        if let Some(r) = self.render.as_mut() {
+            r.reset();
+        }
         self.align_render();
     }
 
@@ -591,7 +596,6 @@ impl Pipeline {
 
 /// The render signal's way to the chain: downmix and resampling to 48 kHz.
 struct RenderPath {
-    rate: u32,
     downmix: Downmixer,
     resampler: StreamResampler,
     mono: Vec<f32>,
@@ -600,14 +604,19 @@ struct RenderPath {
 }
 
 impl RenderPath {
-    fn new(rate: u32, channels: usize, config: &Config) -> Result<Self> {
-        Ok(Self {
-            rate,
-            downmix: Downmixer::new(channels, crate::dsp::convert::ChannelMode::Downmix)?,
+    /// The path for a render format, when `config` runs the echo canceller; checks the
+    /// format either way.
+    fn for_config(rate: u32, channels: usize, config: &Config) -> Result<Option<Self>> {
+        let downmix = Downmixer::new(channels, crate::dsp::convert::ChannelMode::Downmix)?;
+        if !config.echo.enabled {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            downmix,
             resampler: StreamResampler::new(rate, SAMPLE_RATE, config.resampler)?,
             mono: vec![0.0; MONO_CHUNK],
             skip: 0,
-        })
+        }))
     }
 
     fn reset(&mut self) {

@@ -21,6 +21,23 @@ fn far_voice(repeats: usize) -> Vec<f32> {
     x.repeat(repeats)
 }
 
+/// The user: the committed 44.1 kHz voice at 48 kHz.
+fn user_voice() -> Vec<f32> {
+    let (near, rate, _) = load(&testdata("clean/voices/gb_female__44k1_s16.wav"));
+    resampled(&near, rate, RATE)
+}
+
+/// `x` at another rate (the bypass preset's resampling).
+fn resampled(x: &[f32], from: u32, to: u32) -> Vec<f32> {
+    let config = Config {
+        output_rate: Some(to),
+        ..Preset::Bypass.config()
+    };
+    clearvox::pipeline::enhance(&config, x, from, 1)
+        .expect("resampling")
+        .0
+}
+
 /// A room: the direct sound after `delay_ms`, then 40 reflections over 150 ms decaying
 /// by 30 dB (fixed pseudo-random positions and signs).
 fn room(far: &[f32], delay_ms: usize, gain: f32) -> Vec<f32> {
@@ -81,18 +98,7 @@ fn the_echo_of_a_voice_is_cancelled_by_20_db_once_converged() {
 #[test]
 fn the_user_alone_passes_untouched_and_double_talk_keeps_the_user() {
     let far = far_voice(3);
-    let (near, rate, _) = load(&testdata("clean/voices/gb_female__44k1_s16.wav"));
-    let near48: Vec<f32> = clearvox::pipeline::enhance(
-        &Config {
-            output_rate: Some(RATE),
-            ..Preset::Bypass.config()
-        },
-        &near,
-        rate,
-        1,
-    )
-    .expect("resampling")
-    .0;
+    let near48 = user_voice();
     let echo = room(&far, 60, 0.5);
     // The user talks over the assistant's last four seconds, then alone.
     let start = 8 * RATE as usize;
@@ -129,31 +135,11 @@ fn streaming_equals_offline_with_render_in_any_chunking() {
     let far = far_voice(1);
     let mic = room(&far, 40, 0.4);
     // Capture at 16 kHz, render at 24 kHz stereo: both resampled.
-    let mic16 = clearvox::pipeline::enhance(
-        &Config {
-            output_rate: Some(16_000),
-            ..Preset::Bypass.config()
-        },
-        &mic,
-        RATE,
-        1,
-    )
-    .expect("resampling")
-    .0;
-    let far24: Vec<f32> = clearvox::pipeline::enhance(
-        &Config {
-            output_rate: Some(24_000),
-            ..Preset::Bypass.config()
-        },
-        &far,
-        RATE,
-        1,
-    )
-    .expect("resampling")
-    .0
-    .iter()
-    .flat_map(|&v| [v, v])
-    .collect();
+    let mic16 = resampled(&mic, RATE, 16_000);
+    let far24: Vec<f32> = resampled(&far, RATE, 24_000)
+        .iter()
+        .flat_map(|&v| [v, v])
+        .collect();
     let config = Config {
         echo: EchoConfig {
             enabled: true,
@@ -280,18 +266,7 @@ fn the_vad_does_not_start_on_the_assistants_echo_alone() {
     assert!(with <= 1.0, "{with:.1} false barge-ins per minute");
 
     // The user talking over the assistant (a real barge-in) still starts speech.
-    let (near, rate, _) = load(&testdata("clean/voices/gb_female__44k1_s16.wav"));
-    let user: Vec<f32> = clearvox::pipeline::enhance(
-        &Config {
-            output_rate: Some(RATE),
-            ..Preset::Bypass.config()
-        },
-        &near,
-        rate,
-        1,
-    )
-    .expect("resampling")
-    .0;
+    let user = user_voice();
     let at = 30 * RATE as usize;
     let mut barge = mic.clone();
     for (m, u) in barge[at..].iter_mut().zip(&user) {
