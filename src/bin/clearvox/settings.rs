@@ -105,6 +105,7 @@ fn config_file(path: &Path, preset: Option<Preset>, default: Preset) -> Result<C
 /// Whether the `--config` file sets `echo.enabled` itself (then `live --play-responses`
 /// leaves the echo canceller as the file says). The file was read and checked by
 /// [`build_config`] before.
+#[cfg(feature = "device")]
 pub fn config_sets_echo(args: &PipelineArgs) -> bool {
     let Some(path) = &args.config else {
         return false;
