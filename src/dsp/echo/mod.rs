@@ -280,7 +280,7 @@ impl EchoCanceller {
     /// first 2 s of render (the room is being learned: a user talking over the first
     /// words of the first answer is not told from its echo) and for output under
     /// −60 dBFS (the echo's tail), falling from 1 to 0 as the share of the
-    /// capture's energy it removes rises to [`FAR_END_REMOVED_DB`]. A voice
+    /// capture's energy it removes rises to 6 dB. A voice
     /// activity detector weighs its voice probability with it, so that it does not
     /// start speech on the assistant's own voice (a false barge-in).
     pub fn near_end_weight(&self) -> f32 {
