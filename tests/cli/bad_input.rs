@@ -225,3 +225,44 @@ fn a_data_chunk_longer_than_the_file_is_kept_with_a_warning() {
     let out = repaired(&b[..data + kept], "data chunk claims 133808 bytes");
     assert_eq!(out.frames(), kept / 2);
 }
+
+/// A bad `--echo-ref` (missing, corrupt, or beside a batch) is one line naming it, and
+/// no output appears or changes.
+#[test]
+fn a_bad_echo_reference_is_one_line_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mic.wav");
+    fs::write(&input, valid()).unwrap();
+    let corrupt = dir.path().join("far.wav");
+    fs::write(&corrupt, b"RIFF\0\0\0\0WAVEjunk").unwrap();
+    let output = dir.path().join("out.wav");
+    fs::write(&output, SENTINEL).unwrap();
+    let folder = dir.path().join("out");
+    fs::create_dir(&folder).unwrap();
+    let second = dir.path().join("mic2.wav");
+    fs::write(&second, valid()).unwrap();
+    let missing = dir.path().join("missing.wav");
+    let cases: [(Vec<&Path>, &Path, &Path, &str); 3] = [
+        (vec![&input], &missing, &output, "missing.wav"),
+        (vec![&input], &corrupt, &output, "far.wav"),
+        (vec![&input, &second], &corrupt, &folder, "--echo-ref"),
+    ];
+    for (inputs, far, out, phrase) in cases {
+        let before = listing(dir.path());
+        let run = clearvox()
+            .arg("enhance")
+            .args(&inputs)
+            .arg("--echo-ref")
+            .arg(far)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(!run.status.success(), "{} was accepted", far.display());
+        let err = stderr_of(&run);
+        assert_eq!(err.lines().count(), 1, "not one line: {err}");
+        assert!(err.starts_with("error: ") && err.contains(phrase), "{err}");
+        assert_eq!(fs::read(&output).unwrap(), SENTINEL, "the output changed");
+        assert_eq!(listing(dir.path()), before, "files left behind");
+    }
+}

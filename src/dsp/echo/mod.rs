@@ -520,3 +520,52 @@ impl EchoCanceller {
         self.output_energy = 0.0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_settings_are_refused_with_the_field_and_its_range() {
+        for (config, field) in [
+            (
+                EchoConfig {
+                    max_delay_ms: 0,
+                    ..EchoConfig::default()
+                },
+                "echo.max_delay_ms",
+            ),
+            (
+                EchoConfig {
+                    max_delay_ms: u32::MAX,
+                    ..EchoConfig::default()
+                },
+                "echo.max_delay_ms",
+            ),
+            (
+                EchoConfig {
+                    tail_ms: 10_000,
+                    ..EchoConfig::default()
+                },
+                "echo.tail_ms",
+            ),
+            (
+                EchoConfig {
+                    suppression: f32::NAN,
+                    ..EchoConfig::default()
+                },
+                "echo.suppression",
+            ),
+            (
+                EchoConfig {
+                    suppression: -1.0,
+                    ..EchoConfig::default()
+                },
+                "echo.suppression",
+            ),
+        ] {
+            let err = EchoCanceller::new(&config).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains("must be in"), "{err}");
+        }
+    }
+}
