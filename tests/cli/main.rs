@@ -1,5 +1,5 @@
-//! The command-line programs as a user runs them, as child processes: `clearvox enhance`
-//! and `clearvox metrics` on good and bad input.
+//! The command-line programs as a user runs them, as child processes: `clearvox enhance`,
+//! `clearvox metrics` and `clearvox merge-shards` on good and bad input.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -13,6 +13,8 @@ mod metrics;
 /// Outputs and the report under misuse: no input or output replaced, no link followed,
 /// permissions kept, `-o -` streamed.
 mod output_files;
+/// `enhance --shard K/N` as separate workers, and `merge-shards` over their summaries.
+mod shard;
 
 /// Reads `reader` to its end (a streamed WAV has no length up front) and counts frames.
 fn frames_to_end<R: std::io::Read>(reader: &mut clearvox::io::WavReader<R>) -> usize {

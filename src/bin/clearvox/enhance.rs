@@ -35,6 +35,7 @@ use crate::plan::{self, Input, Job, Output};
 use crate::progress::Ui;
 use crate::report::{self, Failure, FileReport, Report, Totals};
 use crate::settings::{self, Settings};
+use crate::shard::Share;
 use crate::EnhanceArgs;
 use clearvox::io::os_reason;
 
@@ -65,7 +66,17 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
     if let Some(path) = &args.report {
         report::check_path(path)?;
     }
-    let plan = plan::plan(&args.inputs, output)?;
+    let mut plan = plan::plan(&args.inputs, output)?;
+    let share = match args.shard {
+        Some(shard) => Some(Share::take(
+            &mut plan,
+            shard,
+            &args.inputs,
+            output,
+            args.shard_summary.as_deref(),
+        )?),
+        None => None,
+    };
     let others = other_inputs(args, &config);
     plan::check_other_inputs(&plan, &others)?;
     if let Some(path) = &args.report {
@@ -87,6 +98,9 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
             .with_context(|| format!("noise profile {}", clip.path.display()))?;
     }
     let ui = Ui::new(args.quiet, plan.jobs.len(), plan.batch);
+    if let Some(share) = share.as_ref().filter(|_| !args.quiet) {
+        ui.line(&share.describe());
+    }
     for clip in noise.iter().chain(&echo_ref) {
         for w in &clip.warnings {
             ui.warn(&clip.path.display().to_string(), w);
@@ -120,6 +134,11 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
     };
     let wall_s = started.elapsed().as_secs_f64();
     ui.finish();
+    if let Some(share) = &share {
+        // It names the share's files: private if they are (none: the default bits).
+        let mode = (!plan.jobs.is_empty()).then(|| report_mode(&plan.jobs));
+        share.write_summary(&plan.jobs, &outcomes, mode)?;
+    }
 
     let (done, failed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|o| o.is_ok());
     let done: Vec<FileReport> = done.into_iter().filter_map(Result::ok).collect();

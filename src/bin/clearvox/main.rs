@@ -8,6 +8,7 @@ mod enhance;
 mod levels;
 #[cfg(feature = "device")]
 mod live;
+mod merge;
 mod metrics_cmd;
 mod plan;
 mod progress;
@@ -15,6 +16,7 @@ mod report;
 #[cfg(feature = "stream")]
 mod serve;
 mod settings;
+mod shard;
 #[cfg(feature = "stream")]
 mod stream_cmd;
 
@@ -50,6 +52,9 @@ enum Command {
     /// Compare an enhanced file with its clean reference (delay, SNR, SI-SDR, segmental
     /// SNR, STOI).
     Metrics(MetricsArgs),
+    /// Check that the shards of a batch (`enhance --shard K/N`) enhanced every file
+    /// exactly once, from their summaries.
+    MergeShards(merge::MergeArgs),
     /// Enhance the microphone live: monitor, record, or both.
     #[cfg(feature = "device")]
     Live(LiveArgs),
@@ -394,6 +399,17 @@ pub struct EnhanceArgs {
     #[arg(long, value_name = "FAR.wav")]
     pub echo_ref: Option<PathBuf>,
 
+    /// Enhance only shard K of N of the batch (K from 0 to N-1): each file goes to the
+    /// shard its path relative to the folder given hashes to, so that N workers with
+    /// K = 0..N-1 cover the batch exactly once. A summary is written (see
+    /// --shard-summary); `clearvox merge-shards` checks the N summaries.
+    #[arg(long, value_name = "K/N", allow_hyphen_values = true)]
+    pub shard: Option<shard::Shard>,
+
+    /// Where --shard writes its summary (JSON) [default: OUT/.clearvox-shard-K-of-N.json].
+    #[arg(long, value_name = "FILE.json", requires = "shard")]
+    pub shard_summary: Option<PathBuf>,
+
     /// Files processed in parallel [default: the number of cores].
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
@@ -593,6 +609,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Enhance(args) => enhance::run(&args),
         Command::Metrics(args) => metrics_cmd::run(&args),
+        Command::MergeShards(args) => merge::run(&args),
         #[cfg(feature = "device")]
         Command::Live(args) => live::live(&args),
         #[cfg(feature = "device")]

@@ -359,6 +359,15 @@ fn resolved(path: &Path) -> Option<PathBuf> {
     Some(fs::canonicalize(folder).ok()?.join(name))
 }
 
+/// The `.wav` files below `dir`, sorted, found as a batch finds them (the same rules as
+/// [`plan`]): what `merge-shards --expect-dir` compares the shards' summaries with.
+pub fn wav_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    walk(dir, None, &mut HashSet::new(), &mut found)?;
+    found.sort();
+    Ok(found)
+}
+
 /// Collects the `.wav` files below `dir` (any case; hidden files and folders skipped),
 /// following symbolic links but never entering a folder twice, and never entering the
 /// output folder.
