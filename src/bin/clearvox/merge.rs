@@ -29,11 +29,12 @@ const MISSING_SHARDS_NAMED: u64 = 100;
 /// Arguments of `clearvox merge-shards`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
-Each worker of `clearvox enhance DIR -o OUT --shard K/N` writes OUT/.clearvox-shard-K-of-N.json
-(or its --shard-summary). Give those files, or OUT itself: every
-.clearvox-shard-*-of-*.json in a folder given is read. Problems are printed one per line
-(missing shard, duplicate shard, failed, duplicated, misassigned, missing file, extra
-file), then a verdict; the exit code is 0 only if every file was enhanced exactly once.")]
+Each worker of `clearvox enhance DIR -o OUT --shard K/N` writes its summary to
+OUT/.clearvox-shard-K-of-N.json (or to its --shard-summary). Give those files, or OUT
+itself: every .clearvox-shard-*-of-*.json in a folder given is read. Problems are
+printed one per line (missing shard, duplicate shard, failed, duplicated, misassigned,
+missing file, extra file), then a verdict; the exit code is 0 only if every file was
+enhanced exactly once.")]
 pub struct MergeArgs {
     /// Shard summaries, or folders holding them.
     #[arg(value_name = "SUMMARY", required = true)]
