@@ -32,7 +32,7 @@ use clearvox::{Aligner, Pipeline, Preset};
 
 use crate::levels::{segments, LevelMeter};
 use crate::plan::{self, Input, Job, Output};
-use crate::plot::{self, Picture, PlotSize, Spectrogram};
+use crate::plot::Recorder as PlotRecorder;
 use crate::progress::Ui;
 use crate::report::{self, Failure, FileReport, Report, Totals};
 use crate::settings::{self, Settings};
@@ -440,64 +440,6 @@ fn enhance_stream<R: Read>(
         recorder.write(path, &report)?;
     }
     Ok(report)
-}
-
-/// The spectrograms of one file's input (mono) and output, for `--plot`.
-struct PlotRecorder {
-    input: Spectrogram,
-    output: Spectrogram,
-    size: PlotSize,
-}
-
-impl PlotRecorder {
-    fn new(in_rate: u32, out_rate: u32, size: PlotSize) -> Result<Self> {
-        // Twice the picture's width: never fewer columns than pixels across.
-        let columns = 2 * size.width as usize;
-        Ok(Self {
-            input: Spectrogram::new(in_rate, columns)?,
-            output: Spectrogram::new(out_rate, columns)?,
-            size,
-        })
-    }
-
-    /// Draws the input above the output, with the figures the report holds.
-    fn write(&mut self, path: &Path, report: &FileReport) -> Result<()> {
-        self.input.finish();
-        self.output.finish();
-        let name = |s: &str| {
-            Path::new(s)
-                .file_name()
-                .map_or_else(|| s.to_string(), |n| n.to_string_lossy().into_owned())
-        };
-        let input = if report.input == "-" {
-            "stdin".to_string()
-        } else {
-            name(&report.input)
-        };
-        let reduction = match (report.noise_level_in_dbfs, report.noise_level_out_dbfs) {
-            (Some(a), Some(b)) if a.is_finite() && b.is_finite() => {
-                format!(" ({:+.1} dB)", b - a)
-            }
-            _ => String::new(),
-        };
-        let none = "n/a (all speech)";
-        let picture = Picture {
-            title: format!("clearvox enhance: {input}"),
-            figures: format!(
-                "noise floor {} → {} dBFS{reduction}   ·   latency {:.1} ms   ·   {:.2} s, {} → {} Hz",
-                plot::db_or(report.noise_level_in_dbfs, none),
-                plot::db_or(report.noise_level_out_dbfs, none),
-                report.latency_ms,
-                report.duration_s,
-                report.sample_rate_in,
-                report.sample_rate_out,
-            ),
-            top: ("input", &self.input),
-            bottom: ("output (enhanced)", &self.output),
-            speech: Some(&report.speech_segments),
-        };
-        plot::write(path, self.size, &picture)
-    }
 }
 
 /// Input rates below this (telephone band) carry too little of the spectrum for

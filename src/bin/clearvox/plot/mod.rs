@@ -6,6 +6,7 @@
 //! writable, before any audio is read.
 
 mod draw;
+mod enhance;
 mod spectrogram;
 
 use std::io::Write;
@@ -18,6 +19,7 @@ use clap::Args;
 use clearvox::io::{os_reason, AtomicFile};
 
 use crate::levels::Segment;
+pub use enhance::Recorder;
 pub use spectrogram::Spectrogram;
 
 /// Largest picture side, pixels (a 4096 × 4096 RGB picture is 48 MiB in memory).
