@@ -15,6 +15,8 @@ mod metrics;
 mod output_files;
 /// `enhance --shard K/N` as separate workers, and `merge-shards` over their summaries.
 mod shard;
+/// `--plot`: the spectrogram picture, decoded.
+mod plot;
 
 /// Reads `reader` to its end (a streamed WAV has no length up front) and counts frames.
 fn frames_to_end<R: std::io::Read>(reader: &mut clearvox::io::WavReader<R>) -> usize {

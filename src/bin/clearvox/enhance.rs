@@ -32,6 +32,7 @@ use clearvox::{Aligner, Pipeline, Preset};
 
 use crate::levels::{segments, LevelMeter};
 use crate::plan::{self, Input, Job, Output};
+use crate::plot::Recorder as PlotRecorder;
 use crate::progress::Ui;
 use crate::report::{self, Failure, FileReport, Report, Totals};
 use crate::settings::{self, Settings};
@@ -82,6 +83,9 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
     if let Some(path) = &args.report {
         plan::check_report(path, &plan, &others)?;
     }
+    if let Some(path) = &args.plot.plot {
+        check_plot(path, args, &plan, &others)?;
+    }
     let noise = settings::read_noise_clip(&args.pipeline)?;
     let echo_ref = match &args.echo_ref {
         Some(path) if plan.batch || plan.jobs.len() != 1 => bail!(
@@ -111,6 +115,7 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
         format: args.format.map(OutputFormat::from),
         noise,
         echo_ref,
+        plot: args.plot.plot.clone().map(|p| (p, args.plot.plot_size)),
     };
 
     let outcomes: Vec<Result<FileReport, Failure>> = if plan.jobs.len() == 1 {
@@ -214,6 +219,33 @@ fn run_job(job: &Job, settings: &Settings, ui: &Ui) -> Result<FileReport, Failur
             error,
         }
     })
+}
+
+/// Refuses `--plot` beside a batch, and a plot path that cannot be written or is
+/// another file of the run, before any audio is read.
+fn check_plot(
+    path: &Path,
+    args: &EnhanceArgs,
+    plan: &plan::Plan,
+    others: &[std::path::PathBuf],
+) -> Result<()> {
+    if plan.batch || plan.jobs.len() != 1 {
+        bail!(
+            "--plot {} goes with one input file, not a batch",
+            path.display()
+        );
+    }
+    let mut taken: Vec<&Path> = others.iter().map(|p| p.as_path()).collect();
+    taken.extend(args.report.as_deref());
+    for job in &plan.jobs {
+        if let Input::File(p) = &job.input {
+            taken.push(p);
+        }
+        if let Output::File { path, .. } = &job.output {
+            taken.push(path);
+        }
+    }
+    crate::plot::check_path(path, &taken)
 }
 
 /// Files the run reads besides its audio inputs, which no output may replace.
@@ -350,6 +382,10 @@ fn enhance_stream<R: Read>(
     let mut out = Vec::with_capacity(aligner.pipeline().output_frames_max(CHUNK_FRAMES));
     let mut in_meter = LevelMeter::new(spec.sample_rate);
     let mut out_meter = LevelMeter::new(out_rate);
+    let mut plot = match &settings.plot {
+        Some((_, size)) => Some(PlotRecorder::new(spec.sample_rate, out_rate, *size)?),
+        None => None,
+    };
     loop {
         let n = reader.read_frames(&mut input)?;
         if n == 0 {
@@ -358,17 +394,26 @@ fn enhance_stream<R: Read>(
         let frames = n / channels;
         downmix.process(&input[..n], &mut mono);
         in_meter.push(&mono[..frames]);
+        if let Some(p) = plot.as_mut() {
+            p.input.push(&mono[..frames]);
+        }
         if let Some(feeder) = render.as_mut() {
             feeder.feed(aligner.pipeline_mut(), frames)?;
         }
         aligner.process(&input[..n], &mut out)?;
         out_meter.push(&out);
+        if let Some(p) = plot.as_mut() {
+            p.output.push(&out);
+        }
         sink.write(&out)?;
         out.clear();
         bar.advance(frames as u64);
     }
     aligner.finish(&mut out)?;
     out_meter.push(&out);
+    if let Some(p) = plot.as_mut() {
+        p.output.push(&out);
+    }
     sink.write(&out)?;
     drop(bar);
 
@@ -390,7 +435,7 @@ fn enhance_stream<R: Read>(
     let speech = segments(aligner.events(), frames_out, out_rate);
     let duration_s = frames_in as f64 / f64::from(spec.sample_rate);
     let processing_s = started.elapsed().as_secs_f64();
-    Ok(FileReport {
+    let report = FileReport {
         input: job.input_name(),
         output: job.output_name(),
         sample_rate_in: spec.sample_rate,
@@ -409,7 +454,11 @@ fn enhance_stream<R: Read>(
         noise_level_out_dbfs: out_meter.noise_dbfs(&speech),
         speech_segments: speech,
         warnings,
-    })
+    };
+    if let (Some(mut recorder), Some((path, _))) = (plot, &settings.plot) {
+        recorder.write(path, &report)?;
+    }
+    Ok(report)
 }
 
 /// Input rates below this (telephone band) carry too little of the spectrum for

@@ -11,6 +11,7 @@ mod live;
 mod merge;
 mod metrics_cmd;
 mod plan;
+mod plot;
 mod progress;
 mod report;
 #[cfg(feature = "stream")]
@@ -410,6 +411,10 @@ pub struct EnhanceArgs {
     #[arg(long, value_name = "FILE.json", requires = "shard")]
     pub shard_summary: Option<PathBuf>,
 
+    /// `--plot` and `--plot-size`.
+    #[command(flatten)]
+    pub plot: plot::PlotArgs,
+
     /// Files processed in parallel [default: the number of cores].
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
@@ -490,6 +495,10 @@ pub struct MetricsArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// `--plot` and `--plot-size`.
+    #[command(flatten)]
+    pub plot: plot::PlotArgs,
 }
 
 /// `--preset` values.

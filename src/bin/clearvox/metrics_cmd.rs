@@ -10,7 +10,7 @@ use serde::Serialize;
 use clearvox::dsp::convert::{ChannelMode, Downmixer};
 use clearvox::dsp::resample::{ResamplerKind, StreamResampler};
 use clearvox::io::read_wav_file;
-use clearvox::metrics::{compare, Comparison};
+use clearvox::metrics::{align, compare, Comparison};
 use clearvox::pipeline::rescale;
 
 use crate::MetricsArgs;
@@ -44,6 +44,9 @@ struct Output {
 
 /// Runs `clearvox metrics`.
 pub fn run(args: &MetricsArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.plot.plot {
+        crate::plot::check_path(path, &[&args.reference, &args.test])?;
+    }
     let (reference, ref_info) = read_mono(&args.reference, "reference")?;
     let (test, mut test_info) = read_mono(&args.test, "test")?;
     let rate = ref_info.sample_rate;
@@ -69,12 +72,65 @@ pub fn run(args: &MetricsArgs) -> Result<ExitCode> {
         sample_rate: rate,
         scores,
     };
+    if let Some(path) = &args.plot.plot {
+        plot(path, args.plot.plot_size, &reference, &test, &out)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", table(&out));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Draws the reference above the test signal, the test with the delay removed, as
+/// they were scored.
+///
+/// `metrics` is given only these two files, and the pair is what its figures judge:
+/// what the test has that the reference lacks (noise left, artefacts) and what it lost
+/// (speech removed) show as differences between the panels at the same time and
+/// frequency. No VAD runs here, so no speech band: the reference panel itself shows
+/// where the speech is.
+fn plot(
+    path: &Path,
+    size: crate::plot::PlotSize,
+    reference: &[f32],
+    test: &[f32],
+    out: &Output,
+) -> Result<()> {
+    use crate::plot::{self, Picture, Spectrogram};
+    let columns = 2 * size.width as usize;
+    let mut top = Spectrogram::new(out.sample_rate, columns)?;
+    let mut bottom = Spectrogram::new(out.sample_rate, columns)?;
+    top.push(reference);
+    top.finish();
+    bottom.push(&align(test, out.scores.delay_samples, reference.len()));
+    bottom.finish();
+    let name = |p: &str| {
+        Path::new(p)
+            .file_name()
+            .map_or_else(|| p.to_string(), |n| n.to_string_lossy().into_owned())
+    };
+    let c = &out.scores;
+    let picture = Picture {
+        title: format!(
+            "clearvox metrics: {} against {}",
+            name(&out.test.path),
+            name(&out.reference.path)
+        ),
+        figures: format!(
+            "SI-SDR {} dB   ·   SNR {} dB   ·   segSNR {} dB   ·   STOI {:.3}   ·   delay {:.1} ms",
+            plot::db_or(Some(c.si_sdr_db), "n/a"),
+            plot::db_or(Some(c.snr_db), "n/a"),
+            plot::db_or(Some(c.seg_snr_db), "n/a"),
+            c.stoi,
+            out.delay_ms
+        ),
+        top: ("reference", &top),
+        bottom: ("test (delay removed)", &bottom),
+        speech: None,
+    };
+    plot::write(path, size, &picture)
 }
 
 /// Reads a WAV file as one channel (the mean of its channels); warnings go to stderr.

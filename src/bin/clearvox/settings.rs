@@ -30,6 +30,8 @@ pub struct Settings {
     pub noise: Option<NoiseClip>,
     /// The render signal for the echo canceller (`--echo-ref`).
     pub echo_ref: Option<NoiseClip>,
+    /// Where to draw the spectrograms (`--plot`, one input file only), and their size.
+    pub plot: Option<(std::path::PathBuf, crate::plot::PlotSize)>,
 }
 
 /// The configuration the flags describe (the noise profile is not read here);

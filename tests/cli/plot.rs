@@ -1,0 +1,255 @@
+//! `--plot`: the spectrogram picture of `enhance` and `metrics`, decoded and looked at.
+
+use std::path::Path;
+
+use crate::support::cli::*;
+
+/// Colour of the speech segments in the band over the output panel.
+const SPEECH: [u8; 3] = [230, 97, 1];
+
+/// A decoded PNG as RGB rows.
+struct Picture {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+impl Picture {
+    fn read(path: &Path) -> Self {
+        let bytes = std::fs::read(path).unwrap();
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        decoder.set_transformations(png::Transformations::EXPAND);
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!(info.color_type, png::ColorType::Rgb, "expanded to RGB");
+        buf.truncate(info.buffer_size());
+        Self {
+            width: info.width as usize,
+            height: info.height as usize,
+            rgb: buf,
+        }
+    }
+
+    fn at(&self, x: usize, y: usize) -> [u8; 3] {
+        let i = (y * self.width + x) * 3;
+        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    }
+
+    /// Spectrogram pixels are coloured; the text, axes and background are grey.
+    fn coloured(&self, x: usize, y: usize) -> bool {
+        let [r, g, b] = self.at(x, y);
+        r.max(g).max(b) - r.min(g).min(b) > 40 && self.at(x, y) != SPEECH
+    }
+
+    /// The distinct colours of the spectrogram in `rows`.
+    fn colours(&self, rows: std::ops::Range<usize>) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        for y in rows {
+            for x in 0..self.width {
+                if self.coloured(x, y) {
+                    seen.insert(self.at(x, y));
+                }
+            }
+        }
+        seen.len()
+    }
+
+    /// The columns of the panel in `rows`: the first run of columns mostly coloured
+    /// (the colour bar beyond it is separated by white).
+    fn panel_columns(&self, rows: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+        let mostly = |x: usize| {
+            let n = rows.clone().filter(|&y| self.coloured(x, y)).count();
+            n * 3 > rows.len()
+        };
+        let start = (0..self.width).find(|&x| mostly(x)).expect("a panel");
+        let end = (start..self.width)
+            .find(|&x| !mostly(x))
+            .unwrap_or(self.width);
+        start..end
+    }
+
+    /// Mean luminance (0..255) of the spectrogram pixels in `rows` over the first
+    /// `fraction` of the panel's time axis: viridis grows brighter with the level.
+    fn lead_luminance(&self, rows: std::ops::Range<usize>, fraction: f64) -> f64 {
+        let cols = self.panel_columns(&rows);
+        let lead = cols.start + 1..cols.start + ((cols.len() as f64 * fraction) as usize);
+        let (mut sum, mut n) = (0.0, 0usize);
+        for y in rows {
+            for x in lead.clone() {
+                if self.coloured(x, y) {
+                    let [r, g, b] = self.at(x, y);
+                    sum += 0.299 * f64::from(r) + 0.587 * f64::from(g) + 0.114 * f64::from(b);
+                    n += 1;
+                }
+            }
+        }
+        assert!(n > 1000, "only {n} spectrogram pixels in the lead");
+        sum / n as f64
+    }
+
+    fn has(&self, colour: [u8; 3]) -> bool {
+        self.rgb.chunks_exact(3).any(|p| p == colour)
+    }
+}
+
+fn one_error_line(run: &std::process::Output) -> String {
+    assert!(!run.status.success());
+    let err = stderr_of(run);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+#[test]
+fn enhance_draws_the_input_above_a_quieter_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, png) = (dir.path().join("out.wav"), dir.path().join("p.png"));
+    let run = clearvox()
+        .args(["enhance", "-q", "--preset", "voice-chat"])
+        .arg(testdata(S16_16K))
+        .arg("-o")
+        .arg(&out)
+        .arg("--plot")
+        .arg(&png)
+        .args(["--plot-size", "900x600"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    assert!(out.exists());
+    let p = Picture::read(&png);
+    assert_eq!((p.width, p.height), (900, 600));
+    let (top, bottom) = (0..p.height / 2, p.height / 2..p.height);
+    for rows in [top.clone(), bottom.clone()] {
+        let n = p.colours(rows.clone());
+        assert!(n > 40, "{n} colours in rows {rows:?}");
+    }
+    // The file holds 0.5 s of fan noise before the speech (4.18 s in all): over the
+    // first 0.3 s, the output panel is much darker than the input's.
+    let before = p.lead_luminance(top, 0.07);
+    let after = p.lead_luminance(bottom, 0.07);
+    assert!(
+        after + 30.0 < before,
+        "input {before:.1}, output {after:.1}"
+    );
+    // The speech the VAD found is marked.
+    assert!(p.has(SPEECH));
+}
+
+#[test]
+fn metrics_draws_the_reference_above_the_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("m.png");
+    let clean = testdata("clean/us_deep__fan__snr10__16k_s16.wav");
+    let run = clearvox()
+        .args(["metrics", "--reference"])
+        .arg(&clean)
+        .arg("--test")
+        .arg(testdata(S16_16K))
+        .arg("--plot")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("SI-SDR"));
+    let p = Picture::read(&png);
+    assert_eq!((p.width, p.height), (1200, 800));
+    let (top, bottom) = (0..p.height / 2, p.height / 2..p.height);
+    assert!(p.colours(top.clone()) > 40);
+    assert!(p.colours(bottom.clone()) > 40);
+    // Before the speech the reference is silent and the test holds the fan noise.
+    let reference = p.lead_luminance(top, 0.07);
+    let test = p.lead_luminance(bottom, 0.07);
+    assert!(
+        reference + 30.0 < test,
+        "reference {reference:.1}, test {test:.1}"
+    );
+    // metrics runs no VAD: no speech band.
+    assert!(!p.has(SPEECH));
+}
+
+#[test]
+fn a_plot_that_cannot_be_written_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.wav");
+    let input = testdata(S16_16K);
+    let cases = [
+        (
+            dir.path().join("missing/p.png"),
+            "plot folder does not exist",
+        ),
+        (dir.path().to_path_buf(), "is a folder"),
+        (out.clone(), "choose another plot path"),
+        (input.clone(), "choose another plot path"),
+    ];
+    for (plot, expected) in cases {
+        let run = clearvox()
+            .args(["enhance", "-q"])
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .arg("--plot")
+            .arg(&plot)
+            .output()
+            .unwrap();
+        let err = one_error_line(&run);
+        assert!(err.contains(expected), "{err}");
+        assert!(!out.exists(), "{err}");
+    }
+    // Several inputs: refused, nothing written.
+    let run = clearvox()
+        .args(["enhance", "-q"])
+        .arg(&input)
+        .arg(testdata(S16_8K))
+        .arg("-o")
+        .arg(dir.path())
+        .arg("--plot")
+        .arg(dir.path().join("p.png"))
+        .output()
+        .unwrap();
+    let err = one_error_line(&run);
+    assert!(err.contains("one input file"), "{err}");
+    assert_eq!(listing(dir.path()), Vec::<String>::new());
+    // A size out of range is a usage error.
+    let run = clearvox()
+        .args(["enhance", "-q"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .arg("--plot")
+        .arg(dir.path().join("p.png"))
+        .args(["--plot-size", "20x20"])
+        .output()
+        .unwrap();
+    assert!(one_error_line(&run).contains("too small"));
+    assert_eq!(listing(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn no_plot_when_processing_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.wav");
+    std::fs::write(&bad, b"RIFF\x10\x00\x00\x00WAVEjunk").unwrap();
+    let png = dir.path().join("p.png");
+    let run = clearvox()
+        .args(["enhance", "-q"])
+        .arg(&bad)
+        .arg("-o")
+        .arg(dir.path().join("out.wav"))
+        .arg("--plot")
+        .arg(&png)
+        .output()
+        .unwrap();
+    one_error_line(&run);
+    let run = clearvox()
+        .args(["metrics", "--reference"])
+        .arg(&bad)
+        .arg("--test")
+        .arg(testdata(S16_16K))
+        .arg("--plot")
+        .arg(&png)
+        .output()
+        .unwrap();
+    one_error_line(&run);
+    assert_eq!(listing(dir.path()), ["bad.wav"]);
+}
