@@ -409,6 +409,17 @@ fn the_report_has_every_field() {
         "input noise {noise_in} dBFS"
     );
     assert!(noise_out < noise_in - 6.0, "{noise_out} vs {noise_in}");
+    // Speech frames hold the voice and the noise: louder than the noise alone, and the
+    // ratio of the two (the SNR heard) rises with the noise removed.
+    let speech_in = num(f, "speech_level_in_dbfs");
+    let speech_out = num(f, "speech_level_out_dbfs");
+    assert!(speech_in > noise_in + 3.0, "{speech_in} vs {noise_in}");
+    assert!(
+        speech_out - noise_out > speech_in - noise_in + 6.0,
+        "SNR {} -> {} dB",
+        speech_in - noise_in,
+        speech_out - noise_out
+    );
 
     let totals = &v["totals"];
     assert_eq!(totals["files"], 1);

@@ -13,10 +13,10 @@ mod metrics;
 /// Outputs and the report under misuse: no input or output replaced, no link followed,
 /// permissions kept, `-o -` streamed.
 mod output_files;
-/// `enhance --shard K/N` as separate workers, and `merge-shards` over their summaries.
-mod shard;
 /// `--plot`: the spectrogram picture, decoded.
 mod plot;
+/// `enhance --shard K/N` as separate workers, and `merge-shards` over their summaries.
+mod shard;
 
 /// Reads `reader` to its end (a streamed WAV has no length up front) and counts frames.
 fn frames_to_end<R: std::io::Read>(reader: &mut clearvox::io::WavReader<R>) -> usize {

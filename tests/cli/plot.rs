@@ -164,8 +164,8 @@ fn metrics_draws_the_reference_above_the_test() {
         reference + 30.0 < test,
         "reference {reference:.1}, test {test:.1}"
     );
-    // metrics runs no VAD: no speech band.
-    assert!(!p.has(SPEECH));
+    // The speech the VAD finds in the reference is marked.
+    assert!(p.has(SPEECH));
 }
 
 #[test]

@@ -452,6 +452,8 @@ fn enhance_stream<R: Read>(
         latency_ms: latency as f64 * 1000.0 / f64::from(out_rate),
         noise_level_in_dbfs: in_meter.noise_dbfs(&speech),
         noise_level_out_dbfs: out_meter.noise_dbfs(&speech),
+        speech_level_in_dbfs: in_meter.speech_dbfs(&speech),
+        speech_level_out_dbfs: out_meter.speech_dbfs(&speech),
         speech_segments: speech,
         warnings,
     };

@@ -99,6 +99,18 @@ impl LevelMeter {
     /// partial one included, that overlap none of `speech` (sorted); `None` if every
     /// frame does.
     pub fn noise_dbfs(&self, speech: &[Segment]) -> Option<f64> {
+        self.level_dbfs(speech, false)
+    }
+
+    /// RMS level in dBFS over the frames that overlap a segment of `speech` (sorted);
+    /// `None` if none does. With [`Self::noise_dbfs`], the speech-to-noise ratio a
+    /// listener hears, which needs no clean reference.
+    pub fn speech_dbfs(&self, speech: &[Segment]) -> Option<f64> {
+        self.level_dbfs(speech, true)
+    }
+
+    /// The mean power of the frames inside (`inside`) or outside every segment.
+    fn level_dbfs(&self, speech: &[Segment], inside: bool) -> Option<f64> {
         let rate = f64::from(self.rate);
         let partial = (self.fill > 0).then(|| self.acc / self.fill as f64);
         let powers = self
@@ -117,7 +129,7 @@ impl LevelMeter {
                 seg += 1;
             }
             let in_speech = seg < speech.len() && speech[seg].start_s < end;
-            if !in_speech {
+            if in_speech == inside {
                 sum += p;
                 count += 1;
             }
@@ -187,5 +199,9 @@ mod tests {
             end_s: 1.0,
         }];
         assert_eq!(m.noise_dbfs(&all), None);
+        // And the speech frames alone: amplitude 0.5 is -6.02 dBFS.
+        let db = m.speech_dbfs(&speech).unwrap();
+        assert!((db - -6.0206).abs() < 1e-3, "{db}");
+        assert_eq!(m.speech_dbfs(&[]), None);
     }
 }

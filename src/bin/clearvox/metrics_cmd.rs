@@ -89,8 +89,8 @@ pub fn run(args: &MetricsArgs) -> Result<ExitCode> {
 /// `metrics` is given only these two files, and the pair is what its figures judge:
 /// what the test has that the reference lacks (noise left, artefacts) and what it lost
 /// (speech removed) show as differences between the panels at the same time and
-/// frequency. No VAD runs here, so no speech band: the reference panel itself shows
-/// where the speech is.
+/// frequency. The speech band is the VAD's (the `voice-chat` preset's) over the clean
+/// reference: where the speech really is, which the figures judge the test against.
 fn plot(
     path: &Path,
     size: crate::plot::PlotSize,
@@ -111,6 +111,7 @@ fn plot(
             .file_name()
             .map_or_else(|| p.to_string(), |n| n.to_string_lossy().into_owned())
     };
+    let speech = reference_speech(reference, out.sample_rate)?;
     let c = &out.scores;
     let picture = Picture {
         title: format!(
@@ -128,9 +129,21 @@ fn plot(
         ),
         top: ("reference", &top),
         bottom: ("test (delay removed)", &bottom),
-        speech: None,
+        speech: Some(&speech),
     };
     plot::write(path, size, &picture)
+}
+
+/// The speech segments the VAD finds in the clean reference (mono at `rate`).
+fn reference_speech(reference: &[f32], rate: u32) -> Result<Vec<crate::levels::Segment>> {
+    let config = clearvox::Preset::VoiceChat.config();
+    let (_, events) = clearvox::pipeline::enhance(&config, reference, rate, 1)
+        .context("cannot find the speech in the reference")?;
+    Ok(crate::levels::segments(
+        &events,
+        reference.len() as u64,
+        rate,
+    ))
 }
 
 /// Reads a WAV file as one channel (the mean of its channels); warnings go to stderr.

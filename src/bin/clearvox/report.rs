@@ -44,6 +44,11 @@ pub struct FileReport {
     pub noise_level_in_dbfs: Option<f64>,
     /// The same over the output.
     pub noise_level_out_dbfs: Option<f64>,
+    /// RMS level over the 10 ms frames inside speech of the mono input, dBFS; `null`
+    /// when no speech was found. Less the noise level, the speech-to-noise ratio heard.
+    pub speech_level_in_dbfs: Option<f64>,
+    /// The same over the output.
+    pub speech_level_out_dbfs: Option<f64>,
     /// What the reader repaired, one line each.
     pub warnings: Vec<String>,
 }

@@ -49,11 +49,23 @@ impl Recorder {
             }
             _ => String::new(),
         };
+        // The speech-to-noise ratio heard (speech frames against the rest), before and
+        // after: the SNR gain without a clean reference.
+        let snr = |speech: Option<f64>, noise: Option<f64>| match (speech, noise) {
+            (Some(s), Some(n)) if s.is_finite() && n.is_finite() => Some(s - n),
+            _ => None,
+        };
+        let snr_in = snr(report.speech_level_in_dbfs, report.noise_level_in_dbfs);
+        let snr_out = snr(report.speech_level_out_dbfs, report.noise_level_out_dbfs);
+        let snr_text = match (snr_in, snr_out) {
+            (Some(a), Some(b)) => format!("est. SNR {a:.1} → {b:.1} dB ({:+.1} dB)   ·   ", b - a),
+            _ => String::new(),
+        };
         let none = "n/a (all speech)";
         let picture = Picture {
             title: format!("clearvox enhance: {input}"),
             figures: format!(
-                "noise floor {} → {} dBFS{reduction}   ·   latency {:.1} ms   ·   {:.2} s, {} → {} Hz",
+                "{snr_text}noise floor {} → {} dBFS{reduction}   ·   latency {:.1} ms   ·   {:.2} s, {} → {} Hz",
                 db_or(report.noise_level_in_dbfs, none),
                 db_or(report.noise_level_out_dbfs, none),
                 report.latency_ms,
