@@ -56,4 +56,8 @@ def cli():
         exe = REPO / "target" / profile / "clearvox"
         if exe.is_file() and os.access(exe, os.X_OK):
             return exe
-    pytest.skip("no clearvox CLI built: run `cargo build` (or `cargo test`) at the repository root first")
+    message = "no clearvox CLI built: run `cargo build` (or `cargo test`) at the repository root first"
+    if os.environ.get("CI") == "true":
+        # CI builds the CLI before these tests: a comparison skipped there is a bug.
+        pytest.fail(message)
+    pytest.skip(message)
