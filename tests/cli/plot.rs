@@ -42,6 +42,20 @@ impl Picture {
         r.max(g).max(b) - r.min(g).min(b) > 40 && self.at(x, y) != SPEECH
     }
 
+    /// Checks that each half (panel) holds a spectrogram of many colours, and returns
+    /// the mean luminance of each over the first 7 % of its width (before the speech).
+    fn two_panels(&self) -> (f64, f64) {
+        let (top, bottom) = (0..self.height / 2, self.height / 2..self.height);
+        for rows in [top.clone(), bottom.clone()] {
+            let n = self.colours(rows.clone());
+            assert!(n > 40, "{n} colours in rows {rows:?}");
+        }
+        (
+            self.lead_luminance(top, 0.07),
+            self.lead_luminance(bottom, 0.07),
+        )
+    }
+
     /// The distinct colours of the spectrogram in `rows`.
     fn colours(&self, rows: std::ops::Range<usize>) -> usize {
         let mut seen = std::collections::HashSet::new();
@@ -119,15 +133,9 @@ fn enhance_draws_the_input_above_a_quieter_output() {
     assert!(out.exists());
     let p = Picture::read(&png);
     assert_eq!((p.width, p.height), (900, 600));
-    let (top, bottom) = (0..p.height / 2, p.height / 2..p.height);
-    for rows in [top.clone(), bottom.clone()] {
-        let n = p.colours(rows.clone());
-        assert!(n > 40, "{n} colours in rows {rows:?}");
-    }
     // The file holds 0.5 s of fan noise before the speech (4.18 s in all): over the
     // first 0.3 s, the output panel is much darker than the input's.
-    let before = p.lead_luminance(top, 0.07);
-    let after = p.lead_luminance(bottom, 0.07);
+    let (before, after) = p.two_panels();
     assert!(
         after + 30.0 < before,
         "input {before:.1}, output {after:.1}"
@@ -154,12 +162,8 @@ fn metrics_draws_the_reference_above_the_test() {
     assert!(String::from_utf8_lossy(&run.stdout).contains("SI-SDR"));
     let p = Picture::read(&png);
     assert_eq!((p.width, p.height), (1200, 800));
-    let (top, bottom) = (0..p.height / 2, p.height / 2..p.height);
-    assert!(p.colours(top.clone()) > 40);
-    assert!(p.colours(bottom.clone()) > 40);
     // Before the speech the reference is silent and the test holds the fan noise.
-    let reference = p.lead_luminance(top, 0.07);
-    let test = p.lead_luminance(bottom, 0.07);
+    let (reference, test) = p.two_panels();
     assert!(
         reference + 30.0 < test,
         "reference {reference:.1}, test {test:.1}"
