@@ -257,3 +257,74 @@ fn no_plot_when_processing_fails() {
     one_error_line(&run);
     assert_eq!(listing(dir.path()), ["bad.wav"]);
 }
+
+/// The rows of the panel in `half` (0 upper, 1 lower) at column `x`: the run of
+/// coloured pixels (a silent spectrogram is the scale's darkest colour, still coloured).
+fn panel_rows(p: &Picture, half: usize, x: usize) -> std::ops::Range<usize> {
+    let rows = if half == 0 {
+        0..p.height / 2
+    } else {
+        p.height / 2..p.height
+    };
+    let coloured: Vec<usize> = rows.filter(|&y| p.coloured(x, y)).collect();
+    let (first, last) = (coloured[0], coloured[coloured.len() - 1]);
+    first..last + 1
+}
+
+#[test]
+fn both_panels_put_a_tone_at_its_frequency() {
+    // A 2 kHz tone at 16 kHz, passed through untouched (bypass): each panel must show
+    // it a quarter of the way up its frequency axis (0 to 8 kHz), whatever the panel's
+    // height.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tone.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut w = hound::WavWriter::create(&input, spec).unwrap();
+    for n in 0..32_000 {
+        let t = n as f32 / 16_000.0;
+        w.write_sample(0.5 * (2.0 * std::f32::consts::PI * 2000.0 * t).sin())
+            .unwrap();
+    }
+    w.finalize().unwrap();
+    let png = dir.path().join("tone.png");
+    let run = clearvox()
+        .args(["enhance", "--preset", "bypass", "-q"])
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("out.wav"))
+        .arg("--plot")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    let p = Picture::read(&png);
+    for half in [0, 1] {
+        let rows = if half == 0 {
+            0..p.height / 2
+        } else {
+            p.height / 2..p.height
+        };
+        let cols = p.panel_columns(&rows);
+        let x = cols.start + cols.len() / 2;
+        let panel = panel_rows(&p, half, x);
+        let luminance = |y: usize| {
+            let [r, g, b] = p.at(x, y);
+            0.299 * f64::from(r) + 0.587 * f64::from(g) + 0.114 * f64::from(b)
+        };
+        let brightest = panel
+            .clone()
+            .max_by(|&a, &b| luminance(a).total_cmp(&luminance(b)))
+            .unwrap();
+        let height = (panel.end - panel.start) as f64;
+        let up = (panel.end - 1 - brightest) as f64 / height;
+        assert!(
+            (up - 0.25).abs() < 0.02,
+            "panel {half}: the tone is {up:.3} of the way up rows {panel:?}, not 0.25"
+        );
+    }
+}

@@ -120,11 +120,18 @@ fn draw<DB: DrawingBackend>(
         charts.push((build(area, name, x_desc).map_err(drawing)?, x_desc));
     }
 
-    // Every plotting area is the same size: one grid per panel, one colour scale.
-    let (gw, gh) = charts[0].0.plotting_area().dim_in_pixel();
+    // One grid per panel, each of its own plotting area's size (the lower panel's is
+    // shorter: it carries the time axis's title), and one colour scale for both.
+    let dims: Vec<(usize, usize)> = charts
+        .iter()
+        .map(|(chart, _)| {
+            let (w, h) = chart.plotting_area().dim_in_pixel();
+            (w as usize, h as usize)
+        })
+        .collect();
     let grids = [
-        top.grid(gw as usize, gh as usize, duration_s, top_khz * 1000.0),
-        bottom.grid(gw as usize, gh as usize, duration_s, top_khz * 1000.0),
+        top.grid(dims[0].0, dims[0].1, duration_s, top_khz * 1000.0),
+        bottom.grid(dims[1].0, dims[1].1, duration_s, top_khz * 1000.0),
     ];
     let max_db = grids
         .iter()
@@ -138,12 +145,11 @@ fn draw<DB: DrawingBackend>(
     };
     let min_db = max_db - RANGE_DB;
 
-    for ((chart, x_desc), grid) in charts.iter_mut().zip(&grids) {
+    for (((chart, x_desc), grid), &(gw, gh)) in charts.iter_mut().zip(&grids).zip(&dims) {
         let area = chart.plotting_area().strip_coord_spec();
-        let (w, h) = area.dim_in_pixel();
-        for y in 0..h.min(gh) {
-            for x in 0..w.min(gw) {
-                if let Some(v) = grid[(y * gw + x) as usize] {
+        for y in 0..gh {
+            for x in 0..gw {
+                if let Some(v) = grid[y * gw + x] {
                     area.draw_pixel((x as i32, y as i32), &colour(v, min_db, max_db))
                         .map_err(drawing)?;
                 }
