@@ -71,13 +71,16 @@ class WavInputTransport(BaseInputTransport):
     async def _feed(self):
         self.started.set()
         step = self._rate * FRAME_MS // 1000 * 2
-        for pos in range(0, len(self._pcm), step):
-            chunk = self._pcm[pos : pos + step]
-            await self.push_audio_frame(
-                InputAudioRawFrame(audio=chunk, sample_rate=self._rate, num_channels=1)
-            )
-            await asyncio.sleep(FRAME_MS / 1000)
-        self.done.set()
+        try:
+            for pos in range(0, len(self._pcm), step):
+                chunk = self._pcm[pos : pos + step]
+                await self.push_audio_frame(
+                    InputAudioRawFrame(audio=chunk, sample_rate=self._rate, num_channels=1)
+                )
+                await asyncio.sleep(FRAME_MS / 1000)
+        finally:
+            # Also when feeding fails or is cancelled: the pipeline is ended either way.
+            self.done.set()
 
 
 class WavRecorder(FrameProcessor):

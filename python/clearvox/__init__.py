@@ -145,6 +145,14 @@ def _samples(
     """
     if not isinstance(x, np.ndarray):
         if isinstance(x, (list, tuple)):
+            # Only a list of floats is float audio: a list of integers is most likely
+            # 16-bit PCM, which read as floats would be thousands of times full scale.
+            kinds = np.asarray(x).dtype.kind
+            if kinds not in "f":
+                raise TypeError(
+                    f"{what} is a list of {np.asarray(x).dtype} values: pass a numpy"
+                    " array, np.int16 for PCM or np.float32 in +-1.0"
+                )
             x = np.asarray(x, dtype=np.float32)
         else:
             raise TypeError(f"{what} must be a numpy array, not {type(x).__name__}")

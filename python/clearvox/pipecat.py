@@ -8,7 +8,9 @@ VAD, the speech recogniser and the language model hear it::
 
     params = TransportParams(audio_in_enabled=True, audio_in_filter=ClearvoxFilter())
 
-The filter takes and returns 16-bit mono PCM at the transport's rate. The output is
+The filter takes and returns 16-bit mono PCM at the transport's rate (pipecat's input
+transports are mono unless ``audio_in_channels`` says otherwise, and a filter is not
+told the channel count: keep it at 1 with this filter). The output is
 the enhanced voice, ``latency`` samples late (20 ms with the default ``voice-chat``
 preset); it is never dropped or shortened, so the timeline stays continuous.
 
@@ -45,7 +47,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "clearvox.pipecat needs the pipecat-ai package: pip install pipecat-ai"
     ) from e
 
-from . import Pipeline, preset_config
+from . import ClearvoxError, Pipeline, preset_config
 
 __all__ = ["ClearvoxFilter"]
 
@@ -123,9 +125,17 @@ class ClearvoxFilter(BaseAudioFilter):
         elif isinstance(frame, FilterUpdateSettingsFrame):
             for key, value in frame.settings.items():
                 if key == "strength":
-                    strength = float(value)
-                    if self._pipeline is not None:
-                        self._pipeline.set_strength(strength)
+                    # A bad value from the app is refused and logged: raising here
+                    # would end the transport's frame task, and the user's audio.
+                    try:
+                        strength = float(value)
+                        if self._pipeline is not None:
+                            self._pipeline.set_strength(strength)
+                        else:
+                            Pipeline(16_000, 1, dict(self._config, strength=strength))
+                    except (TypeError, ValueError, ClearvoxError) as e:
+                        _log.warning("clearvox filter: strength %r refused: %s", value, e)
+                        continue
                     self._config["strength"] = strength
                 elif key == "enabled":
                     self._set_enabled(bool(value))

@@ -438,3 +438,118 @@ fn a_shard_run_again_redoes_its_share_and_rewrites_its_summary() {
         .iter()
         .all(|n| !n.starts_with(".clearvox-shard")));
 }
+
+#[test]
+fn merge_checks_the_count_the_rule_and_where_it_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = d.join("corpus");
+    corpus(&c);
+    let out = d.join("out");
+    fs::create_dir(&out).unwrap();
+    let sums = run_shards(&c, &out, 3);
+    let all: Vec<&str> = sums.iter().map(|p| s(p)).collect();
+
+    // Without --expect-dir, a file no shard lists (renamed between two workers'
+    // starts) is found by the shards' own count of the corpus.
+    let mut short = summary(&sums[1]);
+    short["files"].as_array_mut().unwrap().pop();
+    let short_path = d.join("short.json");
+    fs::write(&short_path, short.to_string()).unwrap();
+    let (ok, lines, _) = merge(&[all[0], s(&short_path), all[2]]);
+    assert!(!ok);
+    assert!(
+        lines.contains(&"missing: the shards list 29 file(s) of the 30 the corpus held".into()),
+        "{lines:?}"
+    );
+
+    // A rule this version does not know cannot vouch for the split.
+    let mut foreign = Vec::new();
+    for (k, p) in sums.iter().enumerate() {
+        let mut v = summary(p);
+        v["rule"] = "sha256-relpath-mod/1".into();
+        let path = d.join(format!("foreign{k}.json"));
+        fs::write(&path, v.to_string()).unwrap();
+        foreign.push(path);
+    }
+    let foreign: Vec<&str> = foreign.iter().map(|p| s(p)).collect();
+    let (ok, lines, _) = merge(&foreign);
+    assert!(!ok);
+    assert!(
+        lines[0].contains("assignment rule sha256-relpath-mod/1 is not this version's"),
+        "{lines:?}"
+    );
+
+    // --json may not replace a summary it reads.
+    let run = clearvox()
+        .args(["merge-shards", all[0], all[1], all[2], "--json", all[1]])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = stderr_of(&run);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is the shard summary"), "{err}");
+    assert!(summary(&sums[1])["files"].is_array());
+}
+
+#[test]
+fn a_shard_that_fails_after_starting_leaves_no_stale_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = d.join("corpus");
+    corpus(&c);
+    let out = d.join("out");
+    fs::create_dir(&out).unwrap();
+    let sums = run_shards(&c, &out, 3);
+    let all: Vec<&str> = sums.iter().map(|p| s(p)).collect();
+    assert!(merge(&all).0);
+
+    // Shard 1 is run again and fails once it has started (its noise clip is not a
+    // WAV file): the earlier run's summary must not vouch for this run.
+    let clip = d.join("room.wav");
+    fs::write(&clip, b"not audio").unwrap();
+    let run = clearvox()
+        .arg("enhance")
+        .args([
+            s(&c),
+            "-o",
+            s(&out),
+            "--preset",
+            "bypass",
+            "-q",
+            "--shard",
+            "1/3",
+        ])
+        .args(["--noise-profile", s(&clip)])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(!sums[1].exists(), "{}", stderr_of(&run));
+    let (ok, lines, _) = merge(&[all[0], all[2]]);
+    assert!(!ok);
+    assert_eq!(
+        lines[0],
+        "missing shard 1 of 3: no summary (.clearvox-shard-1-of-3.json)"
+    );
+
+    // The summary may not be another file of the run: the report here.
+    let run = clearvox()
+        .arg("enhance")
+        .args([
+            s(&c),
+            "-o",
+            s(&out),
+            "--preset",
+            "bypass",
+            "-q",
+            "--shard",
+            "0/3",
+        ])
+        .args(["--report", all[0], "--shard-summary", all[0]])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = stderr_of(&run);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("choose another path"), "{err}");
+}

@@ -68,23 +68,32 @@ pub fn run(args: &EnhanceArgs) -> Result<ExitCode> {
         report::check_path(path)?;
     }
     let mut plan = plan::plan(&args.inputs, output)?;
+    let others = other_inputs(args, &config);
     let share = match args.shard {
-        Some(shard) => Some(Share::take(
-            &mut plan,
-            shard,
-            &args.inputs,
-            output,
-            args.shard_summary.as_deref(),
-        )?),
+        Some(shard) => {
+            let mut taken: Vec<&Path> = others.iter().map(|p| p.as_path()).collect();
+            taken.extend(args.report.as_deref());
+            taken.extend(args.plot.plot.as_deref());
+            Some(Share::take(
+                &mut plan,
+                shard,
+                &args.inputs,
+                output,
+                args.shard_summary.as_deref(),
+                &taken,
+            )?)
+        }
         None => None,
     };
-    let others = other_inputs(args, &config);
     plan::check_other_inputs(&plan, &others)?;
     if let Some(path) = &args.report {
         plan::check_report(path, &plan, &others)?;
     }
     if let Some(path) = &args.plot.plot {
         check_plot(path, args, &plan, &others)?;
+    }
+    if let Some(share) = &share {
+        share.remove_stale_summary()?;
     }
     let noise = settings::read_noise_clip(&args.pipeline)?;
     let echo_ref = match &args.echo_ref {

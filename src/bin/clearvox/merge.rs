@@ -92,6 +92,13 @@ pub fn run(args: &MergeArgs) -> Result<ExitCode> {
     };
     if let Some(path) = &args.json {
         crate::report::check_path(path)?;
+        if let Some(r) = reads.iter().find(|r| crate::plan::same_file(&r.path, path)) {
+            bail!(
+                "--json {} is the shard summary {}: choose another path",
+                path.display(),
+                r.path.display()
+            );
+        }
     }
 
     let mut problems = Vec::new();
@@ -127,6 +134,13 @@ pub fn run(args: &MergeArgs) -> Result<ExitCode> {
                 r.summary.corpus_files
             ));
         }
+    }
+    if first.summary.rule != RULE {
+        problems.push(format!(
+            "{}: assignment rule {} is not this version's ({RULE}): the split cannot be checked",
+            first.path.display(),
+            first.summary.rule
+        ));
     }
     let consistent = problems.is_empty();
 
@@ -210,6 +224,25 @@ pub fn run(args: &MergeArgs) -> Result<ExitCode> {
     }
 
     let (mut missing, mut extra) = (0, 0);
+    // Without the corpus at hand, the shards' own count of it: with every shard
+    // present, the files they list must add up to it (a file renamed between two
+    // workers' starts is otherwise skipped by both).
+    if consistent && by_shard.len() as u64 == count {
+        // Distinct files: one done twice is reported above, and must not hide one missed.
+        let listed = done.len();
+        let corpus = first.summary.corpus_files;
+        if listed < corpus {
+            missing += corpus - listed;
+            problems.push(format!(
+                "missing: the shards list {listed} file(s) of the {corpus} the corpus held"
+            ));
+        } else if listed > corpus {
+            extra += listed - corpus;
+            problems.push(format!(
+                "extra: the shards list {listed} file(s), the corpus held {corpus}"
+            ));
+        }
+    }
     if let (Some(expected), Some(dir)) = (&expected, &args.expect_dir) {
         for key in expected.iter().filter(|k| !done.contains_key(k.as_str())) {
             missing += 1;

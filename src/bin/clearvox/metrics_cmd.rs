@@ -72,13 +72,14 @@ pub fn run(args: &MetricsArgs) -> Result<ExitCode> {
         sample_rate: rate,
         scores,
     };
-    if let Some(path) = &args.plot.plot {
-        plot(path, args.plot.plot_size, &reference, &test, &out)?;
-    }
+    // The scores first: a picture that cannot be written does not lose them.
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", table(&out));
+    }
+    if let Some(path) = &args.plot.plot {
+        plot(path, args.plot.plot_size, &reference, &test, &out)?;
     }
     Ok(ExitCode::SUCCESS)
 }

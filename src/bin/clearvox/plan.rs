@@ -384,14 +384,20 @@ fn walk(
     }
     let entries = fs::read_dir(dir)
         .map_err(|e| anyhow::anyhow!("cannot read folder {}: {}", dir.display(), os_reason(&e)))?;
+    // In name order, not the file system's: when two paths lead to one folder (a
+    // symbolic link, a bind mount), the first by name is the one kept, on every
+    // machine, so that a file's path relative to the batch (its shard key) is stable.
+    let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| {
             anyhow::anyhow!("cannot read folder {}: {}", dir.display(), os_reason(&e))
         })?;
-        if is_hidden(&entry.file_name()) {
-            continue;
+        if !is_hidden(&entry.file_name()) {
+            names.push(entry.path());
         }
-        let path = entry.path();
+    }
+    names.sort();
+    for path in names {
         // `metadata` follows symbolic links; a dangling link is skipped.
         let Ok(meta) = fs::metadata(&path) else {
             continue;

@@ -22,6 +22,7 @@
 
 use std::borrow::Cow;
 use std::ffi::OsStr;
+use std::fs;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
@@ -136,13 +137,16 @@ pub struct Share {
 
 impl Share {
     /// Keeps in `plan` only the jobs of `shard`. `inputs` and `output` are the command
-    /// line's; `summary` the summary's path if given.
+    /// line's; `summary` the summary's path if given; `others` the files the run reads
+    /// or writes besides the audio (configuration, clips, model, report), which the
+    /// summary may not be.
     pub fn take(
         plan: &mut Plan,
         shard: Shard,
         inputs: &[PathBuf],
         output: &Path,
         summary: Option<&Path>,
+        others: &[&Path],
     ) -> Result<Self> {
         if !plan.batch {
             bail!(
@@ -154,7 +158,7 @@ impl Share {
             Some(path) => path.to_path_buf(),
             None => output.join(default_summary_name(shard)),
         };
-        check_summary_path(&summary, plan)?;
+        check_summary_path(&summary, plan, others)?;
         let corpus_files = plan.jobs.len();
         let mut keys = Vec::new();
         plan.jobs.retain(|job| {
@@ -174,6 +178,22 @@ impl Share {
             summary,
             started: rfc3339_now(),
         })
+    }
+
+    /// Removes the summary an earlier run of this shard left, once every check has
+    /// passed and before any file is enhanced: a worker that then fails or is killed
+    /// leaves no summary, and `merge-shards` reports its shard missing instead of
+    /// taking the earlier run's word for files this run may not have made.
+    pub fn remove_stale_summary(&self) -> Result<()> {
+        match fs::remove_file(&self.summary) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => bail!(
+                "cannot remove the earlier shard summary {}: {}",
+                self.summary.display(),
+                os_reason(&e)
+            ),
+        }
     }
 
     /// One line for the log: which share this is and where its summary goes.
@@ -262,8 +282,8 @@ fn job_rel<'a>(job: &'a Job, output: &Path) -> &'a Path {
 }
 
 /// Refuses a summary path whose folder is missing, or that is a file the run reads or
-/// writes.
-fn check_summary_path(path: &Path, plan: &Plan) -> Result<()> {
+/// writes (`others`: besides the audio).
+fn check_summary_path(path: &Path, plan: &Plan, others: &[&Path]) -> Result<()> {
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -273,6 +293,13 @@ fn check_summary_path(path: &Path, plan: &Plan) -> Result<()> {
     }
     if path.is_dir() || path.file_name().is_none() {
         bail!("shard summary path {} does not name a file", path.display());
+    }
+    if let Some(f) = others.iter().find(|f| plan::same_file(f, path)) {
+        bail!(
+            "shard summary {} is the file {}: choose another path",
+            path.display(),
+            f.display()
+        );
     }
     for job in &plan.jobs {
         let files = [
