@@ -553,3 +553,22 @@ fn a_shard_that_fails_after_starting_leaves_no_stale_summary() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("choose another path"), "{err}");
 }
+
+#[test]
+fn an_output_folder_inside_the_corpus_is_not_part_of_it() {
+    // `enhance corpus -o corpus/out` skips corpus/out; so does the merge's walk.
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("corpus");
+    corpus(&c);
+    let out = c.join("out");
+    fs::create_dir(&out).unwrap();
+    let sums = run_shards(&c, &out, 2);
+    let mut args: Vec<&str> = sums.iter().map(|p| s(p)).collect();
+    args.extend(["--expect-dir", s(&c)]);
+    let (ok, lines, _) = merge(&args);
+    assert!(ok, "{lines:?}");
+    assert_eq!(
+        lines,
+        ["ok: 30 file(s) in 2 shard(s), each enhanced exactly once"]
+    );
+}

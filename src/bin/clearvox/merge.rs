@@ -86,8 +86,11 @@ pub fn run(args: &MergeArgs) -> Result<ExitCode> {
         let summary = read_summary(&path)?;
         reads.push(Read { path, summary });
     }
+    // The output folder, as the first summary names it, is skipped as the batch
+    // skipped it (an OUT inside the corpus).
+    let output = reads.first().map(|r| Path::new(&r.summary.output));
     let expected = match &args.expect_dir {
-        Some(dir) => Some(corpus_keys(dir)?),
+        Some(dir) => Some(corpus_keys(dir, output)?),
         None => None,
     };
     if let Some(path) = &args.json {
@@ -380,11 +383,11 @@ fn read_summary(path: &Path) -> Result<Summary> {
 }
 
 /// The keys of the `.wav` files below `dir`: their paths relative to it.
-fn corpus_keys(dir: &Path) -> Result<BTreeSet<String>> {
+fn corpus_keys(dir: &Path, output: Option<&Path>) -> Result<BTreeSet<String>> {
     if !dir.is_dir() {
         bail!("--expect-dir {} is not a folder", dir.display());
     }
-    let files = crate::plan::wav_files(dir)?;
+    let files = crate::plan::wav_files(dir, output)?;
     Ok(files
         .iter()
         .map(|f| {

@@ -360,10 +360,12 @@ fn resolved(path: &Path) -> Option<PathBuf> {
 }
 
 /// The `.wav` files below `dir`, sorted, found as a batch finds them (the same rules as
-/// [`plan`]): what `merge-shards --expect-dir` compares the shards' summaries with.
-pub fn wav_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// [`plan`], `output` the batch's output folder, never entered): what `merge-shards
+/// --expect-dir` compares the shards' summaries with.
+pub fn wav_files(dir: &Path, output: Option<&Path>) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
-    walk(dir, None, &mut HashSet::new(), &mut found)?;
+    let skip = output.and_then(|o| fs::canonicalize(o).ok());
+    walk(dir, skip.as_deref(), &mut HashSet::new(), &mut found)?;
     found.sort();
     Ok(found)
 }
