@@ -250,16 +250,31 @@ struct Levels {
     user: f64,
 }
 
-fn levels(run: &Run, answer_len_24k: usize) -> Levels {
+/// Where the answer starts: in the played stream (48 kHz) and, as the played file
+/// starts with the output stream and the stored WAV with the capture (both with the
+/// engine, within a few tens of ms), in the stored one (24 kHz).
+fn answer_start(run: &Run) -> (usize, usize) {
     let start = run
         .played
         .iter()
         .position(|&v| v != 0.0)
         .expect("the answer was played");
-    // The played file starts with the output stream, the stored WAV with the capture:
-    // both start with the engine, within a few tens of ms.
-    let a0 = start / 2;
-    let from = a0 + (WINDOW_SKIP_S * 24_000.0) as usize;
+    (start, start / 2)
+}
+
+/// The levels of a run. `user` is the stored stream's span (24 kHz) that holds the
+/// user's voice alone, the same in both runs; `user_end` where the user's voice ends.
+/// The answer-only window starts once both the answer has been sounding for
+/// WINDOW_SKIP_S and the user has stopped: the VAD may end the user's turn at a pause
+/// inside the utterance, and the answer then starts over the rest of it.
+fn levels(
+    run: &Run,
+    answer_len_24k: usize,
+    user: std::ops::Range<usize>,
+    user_end: usize,
+) -> Levels {
+    let (start, a0) = answer_start(run);
+    let from = (a0 + (WINDOW_SKIP_S * 24_000.0) as usize).max(user_end + 7_200);
     // To the end of the answer's voice (the recording ends with some silence).
     let end = (start + 2 * answer_len_24k).min(run.played.len());
     let last = run.played[start..end]
@@ -268,13 +283,17 @@ fn levels(run: &Run, answer_len_24k: usize) -> Levels {
         .expect("the answer has a voice");
     let to = (start + last) / 2;
     assert!(
+        from + 12_000 <= to,
+        "under 0.5 s of the answer alone: from {:.2} s to {:.2} s",
+        from as f64 / 24_000.0,
+        to as f64 / 24_000.0
+    );
+    assert!(
         to <= run.stored.len(),
         "the answer ends at {:.2} s, after the stored stream ({:.2} s)",
         to as f64 / 24_000.0,
         run.stored.len() as f64 / 24_000.0
     );
-    // The user's voice ended before the answer began (the turn ended, then the answer).
-    let user = (a0 - (3.5 * 24_000.0) as usize)..(a0 - 24_000);
     // Where the answer is in the stored stream (the room's delay, measured end to end).
     let reference: Vec<f32> = run.played[start..end].iter().step_by(2).copied().collect();
     let echo = &run.stored[a0..(a0 + reference.len() + 12_000).min(run.stored.len())];
@@ -378,8 +397,23 @@ fn the_answer_echo_is_cancelled_and_the_user_goes_through() {
     let with = converse(&room, dir.path(), &answer, &user_path, &[]);
     check_run(&with, "with the canceller");
     check_run(&without, "without the canceller");
-    let w = levels(&with, answer_len);
-    let wo = levels(&without, answer_len);
+    // The user's voice in the stored stream (24 kHz): from its first to its last sound,
+    // LEAD_S in; measured before either run's answer starts, in the same span in both.
+    let voice_at = |i: usize| (LEAD_S * 24_000.0) as usize + i / 2;
+    let first = voice.samples.iter().position(|v| v.abs() > 1e-3).unwrap();
+    let last = voice.samples.iter().rposition(|v| v.abs() > 1e-3).unwrap();
+    let (user_start, user_end) = (voice_at(first), voice_at(last));
+    let answered = answer_start(&with).1.min(answer_start(&without).1);
+    // A margin for the capture's and the pipeline's delay on both sides.
+    let user = user_start + 2_400..user_end.min(answered).saturating_sub(2_400);
+    assert!(
+        user.len() >= 12_000,
+        "under 0.5 s of the user alone before the answer: {:.2} s to {:.2} s",
+        user.start as f64 / 24_000.0,
+        user.end as f64 / 24_000.0
+    );
+    let w = levels(&with, answer_len, user.clone(), user_end);
+    let wo = levels(&without, answer_len, user, user_end);
     let erle = wo.stored_answer - w.stored_answer;
     note(&format!(
         "voice-chat loop (room {ROOM_LATENCY_MS} ms loopback, {ROOM_GAIN_DB}; other core busy): \
