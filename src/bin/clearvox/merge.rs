@@ -306,7 +306,7 @@ pub fn run(args: &MergeArgs) -> Result<ExitCode> {
             problems: &problems,
             files,
         };
-        shard::write_json(path, &merged, None).map_err(|e| {
+        crate::report::write_json(path, &merged, None).map_err(|e| {
             anyhow!(
                 "cannot write merged summary {}: {}",
                 path.display(),

@@ -113,14 +113,17 @@ fn folder_of(path: &Path) -> &Path {
 /// exclusively (never following a planted link) and renamed over `path`, so that the
 /// file appears complete or not at all.
 pub fn write(path: &Path, report: &Report<'_>, mode: u32) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(report)?;
-    text.push('\n');
-    write_atomic(path, text.as_bytes(), mode)
+    write_json(path, report, Some(mode))
         .map_err(|e| anyhow::anyhow!("cannot write report {}: {}", path.display(), os_reason(&e)))
 }
 
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let (guard, mut file) = AtomicFile::create(path, Some(mode))?;
-    file.write_all(bytes)?;
+/// Writes `value` as pretty JSON and a line end, atomically (temporary file, then
+/// rename), with permission bits `mode` (`None`: the default): the report, the shard
+/// summaries and the merged summary.
+pub fn write_json<T: Serialize>(path: &Path, value: &T, mode: Option<u32>) -> std::io::Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    text.push('\n');
+    let (guard, mut file) = AtomicFile::create(path, mode)?;
+    file.write_all(text.as_bytes())?;
     guard.commit(file)
 }

@@ -23,7 +23,6 @@
 use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,7 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use clearvox::io::{os_reason, AtomicFile};
+use clearvox::io::os_reason;
 
 use crate::plan::{self, Input, Job, Output, Plan};
 use crate::report::{Failure, FileReport};
@@ -257,7 +256,7 @@ impl Share {
             },
             files,
         };
-        write_json(&self.summary, &summary, mode).map_err(|e| {
+        crate::report::write_json(&self.summary, &summary, mode).map_err(|e| {
             anyhow::anyhow!(
                 "cannot write shard summary {}: {}",
                 self.summary.display(),
@@ -325,16 +324,6 @@ fn check_summary_path(path: &Path, plan: &Plan, others: &[&Path]) -> Result<()> 
         }
     }
     Ok(())
-}
-
-/// Writes `value` as pretty JSON, atomically (complete or not at all), with the
-/// permission bits `mode` (`None`: the default).
-pub fn write_json<T: Serialize>(path: &Path, value: &T, mode: Option<u32>) -> std::io::Result<()> {
-    let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    text.push('\n');
-    let (guard, mut file) = AtomicFile::create(path, mode)?;
-    file.write_all(text.as_bytes())?;
-    guard.commit(file)
 }
 
 /// What became of one file.
